@@ -1,0 +1,2 @@
+//! admin (to be written)
+#![allow(missing_docs)]

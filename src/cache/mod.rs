@@ -1,0 +1,1 @@
+//! The on-disk cache: keys, entry format, crash-safe store, list patching, GC.

@@ -1,0 +1,2 @@
+//! config (to be written)
+#![allow(missing_docs)]

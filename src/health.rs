@@ -1,0 +1,2 @@
+//! health (to be written)
+#![allow(missing_docs)]

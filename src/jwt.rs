@@ -1,0 +1,2 @@
+//! jwt (to be written)
+#![allow(missing_docs)]

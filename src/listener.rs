@@ -1,0 +1,2 @@
+//! listener (to be written)
+#![allow(missing_docs)]

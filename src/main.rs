@@ -1,0 +1,2 @@
+//! The `lite-apiserver` daemon: flags in, [`lite_apiserver`] runs.
+fn main() {}

@@ -1,0 +1,2 @@
+//! proxy (to be written)
+#![allow(missing_docs)]

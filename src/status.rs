@@ -1,0 +1,129 @@
+//! Kubernetes `Status` bodies for the answers lite-apiserver gives itself.
+//!
+//! Clients (client-go, kubectl, the Python client) decode any non-2xx JSON body
+//! as a `meta/v1 Status`, so every error we produce has that shape, with the
+//! same `reason` strings the real apiserver uses.
+
+/// A `Status` answer: HTTP code, machine-readable reason and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The HTTP status code, also written as `code` in the body.
+    pub code: u16,
+    /// A `metav1.StatusReason` such as `NotFound` or `ServiceUnavailable`.
+    pub reason: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl Status {
+    /// A Status with the given code, reason and message.
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Status {
+        Status {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// 404 NotFound.
+    pub fn not_found(message: impl Into<String>) -> Status {
+        Status::new(404, "NotFound", message)
+    }
+
+    /// 403 Forbidden.
+    pub fn forbidden(message: impl Into<String>) -> Status {
+        Status::new(403, "Forbidden", message)
+    }
+
+    /// 503 ServiceUnavailable.
+    pub fn unavailable(message: impl Into<String>) -> Status {
+        Status::new(503, "ServiceUnavailable", message)
+    }
+
+    /// 400 BadRequest.
+    pub fn bad_request(message: impl Into<String>) -> Status {
+        Status::new(400, "BadRequest", message)
+    }
+
+    /// The reason phrase for the status line.
+    pub fn reason_phrase(&self) -> &'static str {
+        reason_phrase(self.code)
+    }
+
+    /// The JSON body.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(160 + self.message.len());
+        out.push_str(r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":""#);
+        escape_json_into(&self.message, &mut out);
+        out.push_str(r#"","reason":""#);
+        out.push_str(self.reason);
+        out.push_str(r#"","code":"#);
+        out.push_str(&self.code.to_string());
+        out.push_str("}\n");
+        out
+    }
+}
+
+/// The standard reason phrase of an HTTP status code.
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        410 => "Gone",
+        413 => "Payload Too Large",
+        414 => "URI Too Long",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+/// Appends `s` to `out` as the inside of a JSON string literal.
+pub fn escape_json_into(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_body_is_a_kubernetes_status() {
+        let body = Status::not_found("pods \"web-1\" not found (offline)").to_json();
+        assert_eq!(
+            body,
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\
+             \"message\":\"pods \\\"web-1\\\" not found (offline)\",\"reason\":\"NotFound\",\"code\":404}\n"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut out = String::new();
+        escape_json_into("a\u{1}\tb", &mut out);
+        assert_eq!(out, "a\\u0001\\tb");
+    }
+}

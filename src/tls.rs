@@ -1,0 +1,2 @@
+//! tls (to be written)
+#![allow(missing_docs)]

@@ -1,0 +1,2 @@
+//! upstream (to be written)
+#![allow(missing_docs)]

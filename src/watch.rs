@@ -1,0 +1,2 @@
+//! watch (to be written)
+#![allow(missing_docs)]

@@ -146,7 +146,10 @@ mod tests {
     #[test]
     fn agents_are_single_safe_components() {
         let cases: &[(Option<&str>, &str)] = &[
-            (Some("kubelet/v1.36.2 (linux/arm64) kubernetes/abc"), "kubelet"),
+            (
+                Some("kubelet/v1.36.2 (linux/arm64) kubernetes/abc"),
+                "kubelet",
+            ),
             (Some("kube-proxy/v1.36"), "kube-proxy"),
             (Some("Flanneld/0.25"), "flanneld"),
             (Some("kubectl1.36.2/v1.36.2"), "kubectl1.36.2"),

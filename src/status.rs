@@ -53,7 +53,9 @@ impl Status {
     /// The JSON body.
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(160 + self.message.len());
-        out.push_str(r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":""#);
+        out.push_str(
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":""#,
+        );
         escape_json_into(&self.message, &mut out);
         out.push_str(r#"","reason":""#);
         out.push_str(self.reason);

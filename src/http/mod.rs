@@ -1,1 +1,83 @@
 //! HTTP/1.1 on httparse: heads, body framing, chunked coding, streaming.
+//!
+//! - [`head`]: request/response heads, header look-ups, hop-by-hop rules.
+//! - [`body`]: the body decoder state machine (Content-Length, chunked, close).
+//! - [`conn`]: a buffered connection that reads heads under limits and pumps
+//!   bodies into a [`conn::Sink`] with bounded memory.
+//! - [`upgrade`]: byte copying both ways after `101 Switching Protocols`.
+
+pub mod body;
+pub mod conn;
+pub mod head;
+pub mod upgrade;
+
+pub use body::{BodyDecoder, Decoded};
+pub use conn::{pump, Conn, PumpError, Sink};
+pub use head::{Framing, Header, Headers, Parsed, RequestHead, ResponseHead};
+
+use std::fmt;
+use std::io;
+
+/// Why a message could not be read.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// The transport failed.
+    Io(io::Error),
+    /// httparse refused the head.
+    Malformed(httparse::Error),
+    /// More than [`head::MAX_HEADERS`] headers.
+    TooManyHeaders,
+    /// The head is longer than [`head::MAX_HEAD`].
+    HeadTooLarge,
+    /// The request target is not an origin-form path.
+    BadTarget,
+    /// Content-Length/Transfer-Encoding cannot delimit the body.
+    BadFraming(&'static str),
+    /// The chunked coding is broken.
+    BadChunk(&'static str),
+    /// The peer closed in the middle of a message.
+    UnexpectedEof,
+    /// The peer was too slow.
+    Timeout,
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::Io(e) => write!(f, "i/o error: {e}"),
+            HttpError::Malformed(e) => write!(f, "malformed head: {e}"),
+            HttpError::TooManyHeaders => write!(f, "more than {} headers", head::MAX_HEADERS),
+            HttpError::HeadTooLarge => write!(f, "head larger than {} bytes", head::MAX_HEAD),
+            HttpError::BadTarget => write!(f, "request target is not a path"),
+            HttpError::BadFraming(why) => write!(f, "bad body framing: {why}"),
+            HttpError::BadChunk(why) => write!(f, "bad chunked coding: {why}"),
+            HttpError::UnexpectedEof => write!(f, "connection closed mid-message"),
+            HttpError::Timeout => write!(f, "timed out"),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+impl From<io::Error> for HttpError {
+    fn from(e: io::Error) -> Self {
+        HttpError::Io(e)
+    }
+}
+
+impl HttpError {
+    /// The status to answer a client whose request failed this way, if an
+    /// answer still makes sense (the connection is closed afterwards).
+    pub fn client_status(&self) -> Option<u16> {
+        match self {
+            HttpError::TooManyHeaders | HttpError::HeadTooLarge => Some(431),
+            HttpError::Malformed(_)
+            | HttpError::BadTarget
+            | HttpError::BadFraming(_)
+            | HttpError::BadChunk(_) => Some(400),
+            HttpError::Timeout => Some(408),
+            HttpError::Io(_) | HttpError::UnexpectedEof => None,
+        }
+    }
+}

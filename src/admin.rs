@@ -1,2 +1,61 @@
-//! admin (to be written)
-#![allow(missing_docs)]
+//! The plain-HTTP admin port: `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Loopback only by default; it exposes counters, never cached data.
+
+use std::sync::Arc;
+
+use smol::net::{TcpListener, TcpStream};
+use smol::Executor;
+
+use crate::http::{Conn, RequestHead, ResponseHead};
+use crate::reply;
+use crate::server::State;
+
+/// Serves the admin port until the task is dropped.
+pub async fn serve(state: Arc<State>, ex: Arc<Executor<'static>>, listener: TcpListener) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            smol::Timer::after(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        let state = state.clone();
+        ex.spawn(async move {
+            if let Err(e) = serve_one(&state, tcp).await {
+                log::debug!("admin connection: {e}");
+            }
+        })
+        .detach();
+    }
+}
+
+async fn serve_one(state: &State, tcp: TcpStream) -> std::io::Result<()> {
+    let _ = tcp.set_nodelay(true);
+    let mut conn = Conn::new(tcp);
+    let Ok(Some(head)) = conn.read_head(RequestHead::parse).await else {
+        return Ok(());
+    };
+    let (status, content_type, body) = answer(state, &head);
+    let mut res = ResponseHead::new(status);
+    res.headers.set("Content-Type", content_type);
+    res.headers.set("Connection", "close");
+    reply::send(&mut conn, res, body.as_bytes()).await
+}
+
+/// Status, content type and body for an admin path.
+fn answer(state: &State, head: &RequestHead) -> (u16, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if head.method != "GET" {
+        return (405, TEXT, "method not allowed\n".to_owned());
+    }
+    match head.path() {
+        "/healthz" | "/livez" => (200, TEXT, "ok\n".to_owned()),
+        "/readyz" if state.is_ready() => (200, TEXT, "ok\n".to_owned()),
+        "/readyz" => (503, TEXT, "listeners not up\n".to_owned()),
+        "/metrics" => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.render_metrics(),
+        ),
+        _ => (404, TEXT, "not found\n".to_owned()),
+    }
+}

@@ -139,6 +139,93 @@ pub fn bearer_token(authorization: &[u8]) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// Everything known about the caller of one request.
+///
+/// The bearer token is kept in memory for the request only: it is never
+/// logged and never written; entries record [`Credential`]s.
+#[derive(Clone)]
+pub struct Caller {
+    /// The cache directory this caller's answers go to.
+    pub agent: Agent,
+    /// CN of the client certificate verified against `--client-ca-file`.
+    pub cn: Option<String>,
+    /// The bearer token of the `Authorization` header.
+    pub token: Option<String>,
+    /// Whether `--cache-agents` covers this agent.
+    pub cached: bool,
+}
+
+impl fmt::Debug for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Caller")
+            .field("agent", &self.agent)
+            .field("cn", &self.cn)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Caller {
+    /// Identifies the caller of `head` on a connection whose verified
+    /// client certificate (if any) has CN `peer_cn`.
+    pub fn new(
+        head: &crate::http::RequestHead,
+        peer_cn: Option<&str>,
+        cache_agents: &[String],
+    ) -> Caller {
+        let agent = Agent::from_user_agent(head.headers.get_str("user-agent"));
+        let cached = agent.is_cached(cache_agents);
+        Caller {
+            agent,
+            cn: peer_cn.map(str::to_owned),
+            token: head
+                .headers
+                .get("authorization")
+                .and_then(bearer_token)
+                .map(str::to_owned),
+            cached,
+        }
+    }
+
+    /// The credential to record on an entry when the upstream answered this
+    /// caller with a 2xx. The upstream has just authenticated the caller, so
+    /// a service-account JWT's subject is taken from its claims without
+    /// checking the signature again.
+    pub fn online_credential(&self) -> Option<Credential> {
+        if let Some(cn) = &self.cn {
+            return Some(Credential::ClientCert(cn.clone()));
+        }
+        let token = self.token.as_deref()?;
+        if crate::jwt::looks_like_jwt(token) {
+            return crate::jwt::unverified_subject(token).map(Credential::ServiceAccount);
+        }
+        Some(Credential::from_token(token))
+    }
+
+    /// The credential that may read entries offline, or why there is none:
+    /// a service-account JWT must verify against the cluster's keys and not
+    /// be expired (it never falls back to its hash).
+    pub fn offline_credential(
+        &self,
+        keys: Option<&crate::jwt::Jwks>,
+        now_unix: u64,
+    ) -> Result<Credential, String> {
+        if let Some(cn) = &self.cn {
+            return Ok(Credential::ClientCert(cn.clone()));
+        }
+        let Some(token) = self.token.as_deref() else {
+            return Err("the request carries no client certificate and no bearer token".to_owned());
+        };
+        if !crate::jwt::looks_like_jwt(token) {
+            return Ok(Credential::from_token(token));
+        }
+        let keys = keys.ok_or("no service-account keys are cached to verify the token")?;
+        keys.verify(token, now_unix)
+            .map(|claims| Credential::ServiceAccount(claims.sub))
+            .map_err(|e| format!("service-account token rejected: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,22 +4,24 @@
 //! The modules follow one request through the daemon:
 //!
 //! - [`config`]: flags, validated into a [`config::Config`] before any port is bound.
-//! - [`listener`]: accepts TCP, runs the rustls server handshake, caps connections,
-//!   and serves HTTP/1.1 keep-alive requests on each connection.
+//! - [`server`]: the shared state and [`server::run`], which wires the rest.
+//! - [`listener`]: accepts TCP, runs the rustls server handshake, caps connections.
 //! - [`http`]: request/response heads (httparse), body framing, chunked coding,
 //!   streaming, Upgrade pass-through.
+//! - [`request`]: what a request is in Kubernetes terms (verb, resource).
 //! - [`identity`]: who is calling: the [`identity::Agent`] (a cache directory) and
 //!   the [`identity::Credential`] (what may read an entry offline).
-//! - [`jwt`]: service-account token verification against the cluster's JWKS.
-//! - [`proxy`]: the routing decision: upstream when healthy, else [`offline`].
+//! - [`jwt`], [`jwks`]: service-account token verification and the cluster's keys.
+//! - [`proxy`]: the routing decision, and the online path with its cache tee.
 //! - [`upstream`]: connector, per-identity keep-alive pool, CONNECT proxy, failover.
 //! - [`tls`]: PEM loading, server and client configs, certificate reload.
-//! - [`cache`]: keys, the entry file format, the crash-safe store, list patching, GC.
-//! - [`watch`]: splits a watch stream into events for the cache.
+//! - [`cache`]: keys, the entry file format, the crash-safe store, list
+//!   patching from watch events, GC.
+//! - [`watch`]: splits a watch stream into events.
 //! - [`health`]: the background probe that flips online/offline for everyone.
-//! - [`offline`]: what is answered when the cloud is gone.
+//! - [`offline`], [`tokens`]: what is answered when the cloud is gone.
+//! - [`reply`], [`status`]: answers we write ourselves, as Kubernetes `Status`.
 //! - [`metrics`], [`admin`]: Prometheus counters and the plain-HTTP admin port.
-//! - [`status`]: Kubernetes `Status` bodies for errors we answer ourselves.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
@@ -29,12 +31,17 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod identity;
+pub mod jwks;
 pub mod jwt;
 pub mod listener;
 pub mod metrics;
 pub mod offline;
 pub mod proxy;
+pub mod reply;
+pub mod request;
+pub mod server;
 pub mod status;
 pub mod tls;
+pub mod tokens;
 pub mod upstream;
 pub mod watch;

@@ -1,2 +1,344 @@
-//! offline (to be written)
-#![allow(missing_docs)]
+//! What is answered when the cloud is gone.
+//!
+//! - GET/LIST: the cached entry, only if the caller's credential read it
+//!   online (403 otherwise). A GET miss is 404 NotFound; a LIST (or
+//!   discovery) miss is 503: an empty pod list would make kubelet kill every
+//!   pod, so we never invent one. Offline LISTs ignore `limit`/`continue`
+//!   (they are not part of the cache key) and return the whole collection.
+//! - WATCH: 200, chunked, no events (a BOOKMARK with the cached
+//!   resourceVersion if the client allows bookmarks, then every minute),
+//!   held until the client's `timeoutSeconds` (or 5 minutes) or until the
+//!   upstream is healthy again, then ended cleanly so the client re-lists
+//!   through the proxy. Never an instant EOF, which makes clients spin.
+//! - kubelet's own node Lease renewal: 200 with the request body.
+//! - TokenRequest: the cached token of the same service account while it
+//!   has not expired; else 503. Never a locally signed token.
+//! - Every other write: 503 ServiceUnavailable with `Retry-After`.
+
+use std::io::{self, Read};
+use std::time::Duration;
+
+use smol::future::FutureExt;
+use smol::io::{AsyncRead, AsyncWrite};
+use smol::Timer;
+
+use crate::cache::key::CacheKey;
+use crate::cache::store::{Entry, Miss};
+use crate::http::body::{chunk_header, LAST_CHUNK};
+use crate::http::{pump, BodyDecoder, Conn, Framing, ResponseHead, Sink};
+use crate::identity::Caller;
+use crate::metrics::Source;
+use crate::proxy::Outcome;
+use crate::request::{query_flag, query_value, Classified, Verb};
+use crate::server::State;
+use crate::status::Status;
+use crate::{reply, tokens};
+
+/// Longest an offline watch is held without `timeoutSeconds`.
+pub const DEFAULT_WATCH_HOLD: Duration = Duration::from_secs(300);
+/// How often an offline watch sends a BOOKMARK.
+pub const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+/// Largest request body read offline (a Lease or TokenRequest is ~1 KB).
+const MAX_OFFLINE_BODY: usize = 1 << 20;
+/// Piece size when streaming an entry from disk.
+const READ_PIECE: usize = 16 * 1024;
+
+/// Answers a request without the upstream.
+pub async fn answer<S>(
+    state: &State,
+    client: &mut Conn<S>,
+    head: &crate::http::RequestHead,
+    class: &Classified,
+    caller: &Caller,
+) -> io::Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let body = read_body(client, head).await;
+    let keep_alive = head.keep_alive() && body.is_some();
+    let body = body.unwrap_or_default();
+    match class.verb {
+        Verb::Get | Verb::List | Verb::Discovery => {
+            serve_entry(state, client, head, class, caller, keep_alive).await
+        }
+        Verb::Watch => hold_watch(state, client, head, caller).await,
+        Verb::Update if is_own_lease_renewal(class, caller) => {
+            let mut res = ResponseHead::new(200);
+            let content_type = head
+                .headers
+                .get_str("content-type")
+                .unwrap_or("application/json");
+            res.headers.set("Content-Type", content_type);
+            res.headers.set("Cache-Control", "no-cache, private");
+            reply::send(client, res, &body).await?;
+            Ok(local(200, keep_alive))
+        }
+        Verb::Create if class.is_token_request() => {
+            let status = match tokens::cached_token(state, head, caller).await {
+                Some(bytes) => {
+                    let mut res = ResponseHead::new(201);
+                    res.headers.set("Content-Type", "application/json");
+                    res.headers.set("Cache-Control", "no-cache, private");
+                    reply::send(client, res, &bytes).await?;
+                    return Ok(Outcome {
+                        status: 201,
+                        source: Source::Cache,
+                        keep_alive,
+                    });
+                }
+                None => Status::unavailable("lite-apiserver: the cloud is unreachable and no unexpired token is cached for this service account"),
+            };
+            refuse(client, &status, keep_alive).await
+        }
+        _ => {
+            let status = Status::unavailable(format!(
+                "lite-apiserver: the cloud is unreachable; {} {} cannot be done offline",
+                head.method,
+                head.path()
+            ));
+            refuse(client, &status, keep_alive).await
+        }
+    }
+}
+
+/// Reads the request body into memory (bounded); `None` if it was too big
+/// or broken, in which case the connection must close after the answer.
+async fn read_body<S>(client: &mut Conn<S>, head: &crate::http::RequestHead) -> Option<Vec<u8>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let framing = head.framing().ok()?;
+    if framing == Framing::Empty {
+        return Some(Vec::new());
+    }
+    let mut sink = Collect(Vec::new());
+    let mut dec = BodyDecoder::new(framing);
+    pump(&mut dec, client, &mut sink).await.ok()?;
+    Some(sink.0)
+}
+
+/// A sink that keeps a bounded body in memory.
+struct Collect(Vec<u8>);
+
+impl Sink for Collect {
+    async fn data(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.0.len() + bytes.len() > MAX_OFFLINE_BODY {
+            return Err(io::Error::other("request body too large to handle offline"));
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+    async fn idle(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn local(status: u16, keep_alive: bool) -> Outcome {
+    Outcome {
+        status,
+        source: Source::Local,
+        keep_alive,
+    }
+}
+
+async fn refuse<S>(client: &mut Conn<S>, status: &Status, keep_alive: bool) -> io::Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    reply::send_status(client, status, !keep_alive).await?;
+    Ok(local(status.code, keep_alive))
+}
+
+/// kubelet renewing the Lease of its own node (a client cert of
+/// `system:node:NAME` must match the Lease name when there is one).
+fn is_own_lease_renewal(class: &Classified, caller: &Caller) -> bool {
+    let Some(node) = class.node_lease() else {
+        return false;
+    };
+    caller.agent.as_str() == "kubelet"
+        && caller
+            .cn
+            .as_deref()
+            .is_none_or(|cn| cn.strip_prefix("system:node:") == Some(node))
+}
+
+/// Looks up the caller's entry and streams it, or says why not.
+async fn serve_entry<S>(
+    state: &State,
+    client: &mut Conn<S>,
+    head: &crate::http::RequestHead,
+    class: &Classified,
+    caller: &Caller,
+    keep_alive: bool,
+) -> io::Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match lookup(state, head, caller).await {
+        Ok(entry) => stream_entry(client, entry, keep_alive).await,
+        Err(status) => {
+            let status = match (status.code, class.verb) {
+                (404, Verb::List | Verb::Discovery) => Status::unavailable(format!(
+                    "lite-apiserver: the cloud is unreachable and {} is not cached for this client",
+                    head.path()
+                )),
+                _ => status,
+            };
+            refuse(client, &status, keep_alive).await
+        }
+    }
+}
+
+/// The entry for this caller and request, or the Status explaining a miss.
+pub async fn lookup(
+    state: &State,
+    head: &crate::http::RequestHead,
+    caller: &Caller,
+) -> Result<Entry, Status> {
+    let key = CacheKey::new(
+        &caller.agent,
+        head.path(),
+        head.query(),
+        head.headers.get_str("accept"),
+    )
+    .map_err(|e| Status::bad_request(format!("lite-apiserver: {e}")))?;
+    let keys = state.keys.get();
+    let credential = caller
+        .offline_credential(keys.as_deref(), crate::server::unix_now())
+        .map_err(|why| Status::forbidden(format!("lite-apiserver (offline): {why}")))?;
+    state.watches.flush_pending(&key).await;
+    match state.store.read(&key) {
+        Ok(entry) if entry.allows(&credential) => Ok(entry),
+        Ok(_) => Err(Status::forbidden(format!(
+            "lite-apiserver (offline): {} was not read online with this client's credential",
+            head.path()
+        ))),
+        Err(Miss::Absent) | Err(_) => Err(Status::not_found(format!(
+            "lite-apiserver (offline): {} is not cached for this client",
+            head.path()
+        ))),
+    }
+}
+
+/// Streams an entry's body from disk in pieces.
+async fn stream_entry<S>(
+    client: &mut Conn<S>,
+    mut entry: Entry,
+    keep_alive: bool,
+) -> io::Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let status = entry.meta.status;
+    let mut res = ResponseHead::new(status);
+    res.headers
+        .set("Content-Type", entry.meta.content_type.as_bytes());
+    res.headers.set("Cache-Control", "no-cache, private");
+    res.headers
+        .set("Content-Length", entry.meta.length.to_string());
+    if !keep_alive {
+        res.headers.set("Connection", "close");
+    }
+    let mut out = Vec::with_capacity(READ_PIECE + 512);
+    res.encode(&mut out);
+    let mut left = entry.meta.length;
+    let mut piece = vec![0u8; READ_PIECE];
+    while left > 0 {
+        let want = READ_PIECE.min(usize::try_from(left).unwrap_or(READ_PIECE));
+        entry.file.read_exact(&mut piece[..want])?;
+        out.extend_from_slice(&piece[..want]);
+        client.write_all(&out).await?;
+        out.clear();
+        left -= want as u64;
+    }
+    client.write_all(&out).await?;
+    client.flush().await?;
+    Ok(Outcome {
+        status,
+        source: Source::Cache,
+        keep_alive,
+    })
+}
+
+/// Holds an offline watch open with no events (bookmarks aside).
+async fn hold_watch<S>(
+    state: &State,
+    client: &mut Conn<S>,
+    head: &crate::http::RequestHead,
+    caller: &Caller,
+) -> io::Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let query = head.query();
+    let hold = query_value(query, "timeoutSeconds")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(DEFAULT_WATCH_HOLD, Duration::from_secs);
+    let bookmark = if query_flag(query, "allowWatchBookmarks") {
+        lookup(state, head, caller)
+            .await
+            .ok()
+            .and_then(bookmark_event)
+    } else {
+        None
+    };
+    let mut res = ResponseHead::new(200);
+    res.headers.set("Content-Type", "application/json");
+    res.headers.set("Cache-Control", "no-cache, private");
+    res.headers.set("Transfer-Encoding", "chunked");
+    let mut out = Vec::with_capacity(512);
+    res.encode(&mut out);
+    client.write_all(&out).await?;
+    client.flush().await?;
+    state.metrics.watch_opened();
+    let held = async {
+        loop {
+            if let Some(event) = &bookmark {
+                let mut chunk = Vec::with_capacity(event.len() + 16);
+                chunk_header(event.len(), &mut chunk);
+                chunk.extend_from_slice(event);
+                chunk.extend_from_slice(b"\r\n");
+                client.write_all(&chunk).await?;
+                client.flush().await?;
+            }
+            Timer::after(BOOKMARK_EVERY).await;
+        }
+    };
+    let ended: io::Result<()> = held
+        .or(async {
+            Timer::after(hold).await;
+            Ok(())
+        })
+        .or(async {
+            state.health.wait_online().await;
+            Ok(())
+        })
+        .await;
+    state.metrics.watch_closed();
+    ended?;
+    client.write_all(LAST_CHUNK).await?;
+    client.flush().await?;
+    Ok(Outcome {
+        status: 200,
+        source: Source::Cache,
+        keep_alive: head.keep_alive(),
+    })
+}
+
+/// A BOOKMARK event line carrying a cached list's resourceVersion.
+fn bookmark_event(mut entry: Entry) -> Option<Vec<u8>> {
+    let rv = entry.meta.resource_version.clone()?;
+    let mut prefix = vec![0u8; 4096];
+    let n = entry.file.read(&mut prefix).ok()?;
+    let (kind, api_version) = crate::cache::json::kind_and_api_version(&prefix[..n])?;
+    let kind = kind.strip_suffix("List").unwrap_or(&kind).to_owned();
+    let mut line = String::with_capacity(128);
+    line.push_str(r#"{"type":"BOOKMARK","object":{"kind":""#);
+    crate::status::escape_json_into(&kind, &mut line);
+    line.push_str(r#"","apiVersion":""#);
+    crate::status::escape_json_into(&api_version, &mut line);
+    line.push_str(r#"","metadata":{"resourceVersion":""#);
+    crate::status::escape_json_into(&rv, &mut line);
+    line.push_str("\"}}}\n");
+    Some(line.into_bytes())
+}

@@ -1,1 +1,17 @@
-//! The on-disk cache: keys, entry format, crash-safe store, list patching, GC.
+//! The on-disk cache.
+//!
+//! - [`key`]: which file an answer goes to (agent, path, variant).
+//! - [`entry`]: the entry file format (text header + body as received).
+//! - [`store`]: the crash-safe store and its single writer thread.
+//! - [`json`]: the byte scanner used instead of parsing bodies into trees.
+//! - [`patch`]: streaming list patching from watch events, and page merging.
+//! - [`live`]: watch tees and the once-a-second coalescing of list rewrites.
+//! - [`gc`]: removal of entries not read for `--cache-ttl`.
+
+pub mod entry;
+pub mod gc;
+pub mod json;
+pub mod key;
+pub mod live;
+pub mod patch;
+pub mod store;

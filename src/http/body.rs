@@ -219,7 +219,8 @@ mod tests {
 
     #[test]
     fn decode_table() {
-        let cases: &[(Framing, &[u8], Option<&[u8]>)] = &[
+        type Case<'a> = (Framing, &'a [u8], Option<&'a [u8]>);
+        let cases: &[Case<'_>] = &[
             (Framing::Length(5), b"hello", Some(b"hello")),
             (Framing::Length(5), b"hel", None),
             (Framing::Empty, b"", Some(b"")),

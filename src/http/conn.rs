@@ -128,6 +128,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         &self.io
     }
 
+    /// The transport, mutably (for byte copying after an upgrade, once the
+    /// buffered bytes were taken).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
     /// The transport and any bytes read past the last message.
     pub fn into_parts(self) -> (S, Vec<u8>) {
         let rest = self.buf[self.start..self.end].to_vec();

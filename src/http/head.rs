@@ -128,8 +128,7 @@ impl Headers {
                 .iter()
                 .flat_map(|v| v.split(|&b| b == b','))
                 .map(|t| t.trim_ascii())
-                .filter(|t| !t.is_empty())
-                .next_back();
+                .rfind(|t| !t.is_empty());
             return match last {
                 Some(t) if t.eq_ignore_ascii_case(b"chunked") => Ok(Some(Framing::Chunked)),
                 _ => Err(HttpError::BadFraming("unsupported Transfer-Encoding")),

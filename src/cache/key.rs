@@ -1,0 +1,444 @@
+//! Which file an answer goes to.
+//!
+//! `AGENT/<path segments>/<last>@<variant>.json`, relative to the cache dir:
+//!
+//! - every path segment is percent-decoded and re-escaped so that only
+//!   `[A-Za-z0-9._-]` stay plain (`%XX` otherwise, `@` and `%` included), and
+//!   `.`/`..`/empty segments are refused, so no request leaves its agent
+//!   directory;
+//! - entry files always contain `@` and directories never do, so an object
+//!   (`pods/web-1@.json`) and its sub-resource (`pods/web-1/status@.json`)
+//!   never collide;
+//! - the variant is what changes the answer besides the path: label and
+//!   field selectors and unknown parameters (sorted), plus the `as`/`g`/`v`
+//!   of the first JSON media range of Accept. Paging, watch and
+//!   resourceVersion parameters are not part of it, so a paged LIST, an
+//!   offline LIST with `limit`, and the WATCH of the same collection share
+//!   one key. Variants too long for a file name are hashed.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::identity::Agent;
+
+/// Query parameters that never change which entry an answer belongs to.
+const IGNORED_PARAMS: &[&str] = &[
+    "watch",
+    "resourceVersion",
+    "resourceVersionMatch",
+    "timeoutSeconds",
+    "timeout",
+    "limit",
+    "continue",
+    "allowWatchBookmarks",
+    "sendInitialEvents",
+];
+
+/// Longest variant kept readable; longer ones are hashed.
+const MAX_VARIANT: usize = 150;
+
+/// Why a request has no cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    /// A segment is `.`, `..`, empty after decoding, or contains NUL.
+    BadSegment(String),
+    /// Too many segments.
+    TooDeep,
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::BadSegment(s) => write!(f, "path segment {s:?} cannot be cached"),
+            KeyError::TooDeep => write!(f, "path has too many segments to be cached"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+/// The location of one cache entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    agent: Agent,
+    /// Escaped path segments.
+    segments: Vec<String>,
+    /// Escaped variant text (possibly `h-<hash>`).
+    variant: String,
+}
+
+impl CacheKey {
+    /// The key of a request by `agent` for `path?query` with `accept`.
+    pub fn new(
+        agent: &Agent,
+        path: &str,
+        query: Option<&str>,
+        accept: Option<&str>,
+    ) -> Result<CacheKey, KeyError> {
+        let mut segments = Vec::new();
+        for raw in path.split('/').filter(|s| !s.is_empty()) {
+            let decoded = percent_decode(raw);
+            if decoded.is_empty() || decoded == b"." || decoded == b".." || decoded.contains(&0) {
+                return Err(KeyError::BadSegment(raw.to_owned()));
+            }
+            segments.push(escape(&decoded));
+        }
+        if segments.len() > 32 {
+            return Err(KeyError::TooDeep);
+        }
+        drop_watch_segment(&mut segments);
+        Ok(CacheKey {
+            agent: agent.clone(),
+            segments,
+            variant: variant(query, accept),
+        })
+    }
+
+    /// The agent.
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
+    /// The entry file, relative to the cache dir.
+    pub fn rel_path(&self) -> PathBuf {
+        let mut path = PathBuf::from(self.agent.as_str());
+        let (last, dirs) = match self.segments.split_last() {
+            Some((last, dirs)) => (last.as_str(), dirs),
+            None => ("", &[][..]),
+        };
+        for dir in dirs {
+            path.push(dir);
+        }
+        path.push(format!("{last}@{}.json", self.variant));
+        path
+    }
+
+    /// The directory the entry file is in, relative to the cache dir.
+    pub fn rel_dir(&self) -> PathBuf {
+        self.rel_path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// Whether this is the plain variant (no selectors, no Accept variant).
+    pub fn is_plain(&self) -> bool {
+        self.variant.is_empty()
+    }
+
+    /// For a list key of a collection (`…/pods`, `…/namespaces/NS/pods`),
+    /// the key of one item's object entry (`…/namespaces/NS/pods/NAME@.json`).
+    /// Cluster-wide lists of namespaced resources map items into their
+    /// namespace's path.
+    pub fn item(&self, namespace: Option<&str>, name: &str) -> Option<CacheKey> {
+        let (prefix_len, rest) = resource_prefix(&self.segments)?;
+        let mut segments: Vec<String> = self.segments[..prefix_len].to_vec();
+        let resource = match rest {
+            [ns_word, ns, resource] if ns_word == "namespaces" => {
+                if namespace.is_some_and(|n| escape(n.as_bytes()) != *ns) {
+                    return None;
+                }
+                segments.push("namespaces".to_owned());
+                segments.push(ns.clone());
+                resource.clone()
+            }
+            [resource] => {
+                if let Some(ns) = namespace {
+                    segments.push("namespaces".to_owned());
+                    segments.push(escape(ns.as_bytes()));
+                }
+                resource.clone()
+            }
+            _ => return None,
+        };
+        if name.is_empty() || name == "." || name == ".." {
+            return None;
+        }
+        segments.push(resource);
+        segments.push(escape(name.as_bytes()));
+        Some(CacheKey {
+            agent: self.agent.clone(),
+            segments,
+            variant: String::new(),
+        })
+    }
+
+    /// For a list key of a namespaced collection, the directory holding its
+    /// object entries and the set of names in it, i.e. where
+    /// [`CacheKey::item`] puts them; `None` for cluster-wide lists.
+    pub fn items_dir(&self) -> Option<PathBuf> {
+        let (prefix_len, rest) = resource_prefix(&self.segments)?;
+        let mut dir = PathBuf::from(self.agent.as_str());
+        for s in &self.segments[..prefix_len] {
+            dir.push(s);
+        }
+        for s in rest {
+            dir.push(s);
+        }
+        Some(dir)
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.rel_path().display())
+    }
+}
+
+/// (length of `api/v1` or `apis/G/V`, the rest) for resource paths.
+fn resource_prefix(segments: &[String]) -> Option<(usize, &[String])> {
+    match segments.first().map(String::as_str) {
+        Some("api") if segments.len() >= 2 => Some((2, &segments[2..])),
+        Some("apis") if segments.len() >= 3 => Some((3, &segments[3..])),
+        _ => None,
+    }
+}
+
+/// `/api/v1/watch/...` and `/apis/G/V/watch/...` share the list's key.
+fn drop_watch_segment(segments: &mut Vec<String>) {
+    if let Some((prefix, rest)) = resource_prefix(segments) {
+        if rest.first().map(String::as_str) == Some("watch") && rest.len() > 1 {
+            segments.remove(prefix);
+        }
+    }
+}
+
+fn variant(query: Option<&str>, accept: Option<&str>) -> String {
+    let mut params: Vec<(Vec<u8>, Vec<u8>)> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .filter(|(k, _)| !IGNORED_PARAMS.contains(k))
+        .map(|(k, v)| (percent_decode(k), percent_decode(&v.replace('+', " "))))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    params.sort();
+    let mut parts: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .collect();
+    if let Some(media) = accept_variant(accept) {
+        parts.push(media);
+    }
+    let text = parts.join(",");
+    if text.len() <= MAX_VARIANT {
+        return text;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let hex: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("h-{hex}")
+}
+
+/// `as=..,g=..,v=..` of the first JSON media range of Accept, if it has any.
+fn accept_variant(accept: Option<&str>) -> Option<String> {
+    let range = accept?.split(',').map(str::trim).find(|r| {
+        r.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    })?;
+    let mut params: Vec<String> = range
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .filter(|(k, _)| matches!(*k, "as" | "g" | "v"))
+        .map(|(k, v)| format!("{k}={}", escape(v.as_bytes())))
+        .collect();
+    params.sort();
+    (!params.is_empty()).then(|| params.join(","))
+}
+
+/// Decodes `%XX` escapes; invalid escapes stay as they are.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Keeps `[A-Za-z0-9._-]`, escapes everything else as `%XX`.
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(agent: &str, target: &str, accept: Option<&str>) -> Result<String, KeyError> {
+        let (path, query) = target
+            .split_once('?')
+            .map_or((target, None), |(p, q)| (p, Some(q)));
+        let k = CacheKey::new(&Agent::from_user_agent(Some(agent)), path, query, accept)?;
+        Ok(k.rel_path().display().to_string())
+    }
+
+    #[test]
+    fn layout_table() {
+        let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            (
+                "/api/v1/namespaces/edge/pods/web-1",
+                None,
+                "kubelet/api/v1/namespaces/edge/pods/web-1@.json",
+            ),
+            (
+                "/api/v1/namespaces/edge/pods/web-1/status",
+                None,
+                "kubelet/api/v1/namespaces/edge/pods/web-1/status@.json",
+            ),
+            (
+                "/api/v1/namespaces/edge/pods",
+                None,
+                "kubelet/api/v1/namespaces/edge/pods@.json",
+            ),
+            (
+                "/api/v1/namespaces/edge/pods?limit=500&resourceVersion=0",
+                None,
+                "kubelet/api/v1/namespaces/edge/pods@.json",
+            ),
+            (
+                "/api/v1/namespaces/edge/pods?watch=true&resourceVersion=5",
+                None,
+                "kubelet/api/v1/namespaces/edge/pods@.json",
+            ),
+            (
+                "/api/v1/watch/namespaces/edge/pods",
+                None,
+                "kubelet/api/v1/namespaces/edge/pods@.json",
+            ),
+            (
+                "/api/v1/pods?fieldSelector=spec.nodeName%3Dedge-1&limit=500",
+                None,
+                "kubelet/api/v1/pods@fieldSelector=spec.nodeName%3Dedge-1.json",
+            ),
+            (
+                "/api/v1/pods?labelSelector=b%3D2&fieldSelector=a%3D1",
+                None,
+                "kubelet/api/v1/pods@fieldSelector=a%3D1,labelSelector=b%3D2.json",
+            ),
+            (
+                "/api/v1/namespaces/edge/pods",
+                Some(table),
+                "kubelet/api/v1/namespaces/edge/pods@as=Table,g=meta.k8s.io,v=v1.json",
+            ),
+            (
+                "/api/v1/namespaces/edge/pods",
+                Some("application/json"),
+                "kubelet/api/v1/namespaces/edge/pods@.json",
+            ),
+            ("/api", None, "kubelet/api@.json"),
+            ("/", None, "kubelet/@.json"),
+            (
+                "/api/v1/namespaces/edge/configmaps/a%40b",
+                None,
+                "kubelet/api/v1/namespaces/edge/configmaps/a%40b@.json",
+            ),
+            (
+                "/api/v1/namespaces/edge/configmaps/a%2Fb",
+                None,
+                "kubelet/api/v1/namespaces/edge/configmaps/a%2Fb@.json",
+            ),
+        ];
+        for (target, accept, want) in cases {
+            assert_eq!(
+                key("kubelet/v1.36", target, *accept).as_deref(),
+                Ok(*want),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_escape_from_the_agent_directory() {
+        for target in [
+            "/api/../../etc",
+            "/api/%2e%2e/x",
+            "/api/%2E%2E",
+            "/a/./b",
+            "/a/%00/b",
+        ] {
+            assert!(key("kubelet", target, None).is_err(), "{target}");
+        }
+        let k = key("../../etc", "/api/v1/x", None).unwrap();
+        assert!(k.starts_with("%2e./api"), "{k}");
+        assert!(!Path::new(&k)
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir)));
+    }
+
+    #[test]
+    fn long_variants_are_hashed() {
+        let long = format!("/api/v1/pods?labelSelector={}", "a".repeat(400));
+        let k = key("kubelet", &long, None).unwrap();
+        assert!(k.ends_with(".json") && k.contains("@h-"), "{k}");
+        assert!(k.len() < 100);
+    }
+
+    #[test]
+    fn items_of_lists() {
+        let agent = Agent::from_user_agent(Some("kubelet"));
+        let list = CacheKey::new(&agent, "/api/v1/namespaces/edge/pods", None, None).unwrap();
+        let item = list.item(Some("edge"), "web-1").unwrap();
+        assert_eq!(
+            item.rel_path(),
+            PathBuf::from("kubelet/api/v1/namespaces/edge/pods/web-1@.json")
+        );
+        assert!(list.item(Some("other"), "web-1").is_none());
+        let all = CacheKey::new(
+            &agent,
+            "/api/v1/pods",
+            Some("fieldSelector=spec.nodeName%3Dedge-1"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            all.item(Some("edge"), "web-1").unwrap().rel_path(),
+            PathBuf::from("kubelet/api/v1/namespaces/edge/pods/web-1@.json")
+        );
+        let nodes = CacheKey::new(&agent, "/api/v1/nodes", None, None).unwrap();
+        assert_eq!(
+            nodes.item(None, "edge-1").unwrap().rel_path(),
+            PathBuf::from("kubelet/api/v1/nodes/edge-1@.json")
+        );
+        assert_eq!(
+            list.items_dir(),
+            Some(PathBuf::from("kubelet/api/v1/namespaces/edge/pods"))
+        );
+        let crd = CacheKey::new(
+            &agent,
+            "/apis/edge.example.com/v1/namespaces/edge/widgets",
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            crd.item(Some("edge"), "w1").unwrap().rel_path(),
+            PathBuf::from("kubelet/apis/edge.example.com/v1/namespaces/edge/widgets/w1@.json")
+        );
+    }
+}

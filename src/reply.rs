@@ -1,0 +1,39 @@
+//! Answers lite-apiserver writes itself (errors, cached entries, offline
+//! watches), as opposed to answers relayed from the upstream.
+
+use std::io;
+
+use smol::io::{AsyncRead, AsyncWrite};
+
+use crate::http::{Conn, ResponseHead};
+use crate::status::Status;
+
+/// Writes a complete response with a Content-Length body and flushes.
+pub async fn send<S>(conn: &mut Conn<S>, mut head: ResponseHead, body: &[u8]) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    head.headers.set("Content-Length", body.len().to_string());
+    let mut out = Vec::with_capacity(256 + body.len());
+    head.encode(&mut out);
+    out.extend_from_slice(body);
+    conn.write_all(&out).await?;
+    conn.flush().await
+}
+
+/// Writes a Kubernetes `Status` answer (with `Retry-After` for 503s).
+pub async fn send_status<S>(conn: &mut Conn<S>, status: &Status, close: bool) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut head = ResponseHead::new(status.code);
+    head.headers.set("Content-Type", "application/json");
+    head.headers.set("Cache-Control", "no-cache, private");
+    if status.code == 503 {
+        head.headers.set("Retry-After", "5");
+    }
+    if close {
+        head.headers.set("Connection", "close");
+    }
+    send(conn, head, status.to_json().as_bytes()).await
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every test of the project, on a fresh machine of this kind:
+#   1. cargo test (unit tests, and integration tests that run the real binary
+#      against the kube-apiserver double over TLS, driven by kubectl);
+#   2. the static musl cross-builds, and the ARM binaries under qemu-user
+#      against the double;
+#   3. the .deb and .ipk packages and the OpenWrt init script.
+# cross/setup.sh installs what 2 and 3 need (idempotent; apt as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mkdir -p target
+echo "== cargo test"
+cargo test --all-targets 2>&1 | tee target/cargo-test.log
+grep -q "test result: ok" target/cargo-test.log
+
+if [ -x cross/setup.sh ]; then
+  echo "== cross builds"
+  cross/setup.sh
+  cross/build.sh
+  [ -x cross/sizes.sh ] && cross/sizes.sh
+fi
+if [ -x tests/qemu/run.sh ]; then
+  echo "== ARM binaries under qemu against the double"
+  tests/qemu/run.sh
+fi
+for t in tests/packaging/*.sh; do
+  [ -e "$t" ] || continue
+  echo "== $t"
+  bash "$t"
+done
+echo "all tests passed"

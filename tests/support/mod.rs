@@ -1,0 +1,21 @@
+//! Shared test support: the kube-apiserver double, PKI, clients, and a
+//! runner for the real lite-apiserver binary.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod daemon;
+pub mod double;
+pub mod kubectl;
+pub mod pki;
+pub mod sa;
+pub mod world;
+
+use std::path::PathBuf;
+
+/// A fresh temp directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lite-apiserver-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

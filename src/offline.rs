@@ -38,6 +38,8 @@ use crate::{reply, tokens};
 pub const DEFAULT_WATCH_HOLD: Duration = Duration::from_secs(300);
 /// How often an offline watch sends a BOOKMARK.
 pub const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+/// `Retry-After` on refused writes: client-go waits this long and retries.
+const WRITE_RETRY_AFTER: u32 = 5;
 /// Largest request body read offline (a Lease or TokenRequest is ~1 KB).
 const MAX_OFFLINE_BODY: usize = 1 << 20;
 /// Piece size when streaming an entry from disk.
@@ -95,7 +97,8 @@ where
                 "lite-apiserver: the cloud is unreachable; {} {} cannot be done offline",
                 head.method,
                 head.path()
-            ));
+            ))
+            .with_retry_after(WRITE_RETRY_AFTER);
             refuse(client, &status, keep_alive).await
         }
     }

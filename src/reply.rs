@@ -21,7 +21,7 @@ where
     conn.flush().await
 }
 
-/// Writes a Kubernetes `Status` answer (with `Retry-After` for 503s).
+/// Writes a Kubernetes `Status` answer (with `Retry-After` if it has one).
 pub async fn send_status<S>(conn: &mut Conn<S>, status: &Status, close: bool) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -29,8 +29,8 @@ where
     let mut head = ResponseHead::new(status.code);
     head.headers.set("Content-Type", "application/json");
     head.headers.set("Cache-Control", "no-cache, private");
-    if status.code == 503 {
-        head.headers.set("Retry-After", "5");
+    if let Some(secs) = status.retry_after {
+        head.headers.set("Retry-After", secs.to_string());
     }
     if close {
         head.headers.set("Connection", "close");

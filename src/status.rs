@@ -13,6 +13,11 @@ pub struct Status {
     pub reason: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// Seconds for a `Retry-After` header. client-go retries 429/5xx
+    /// answers that carry one (up to 10 times), so it is set only where
+    /// waiting helps (writes), never on cache misses, where a retry loop
+    /// would only stall the client.
+    pub retry_after: Option<u32>,
 }
 
 impl Status {
@@ -22,7 +27,14 @@ impl Status {
             code,
             reason,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same Status with a `Retry-After` of `secs`.
+    pub fn with_retry_after(mut self, secs: u32) -> Status {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// 404 NotFound.

@@ -8,6 +8,7 @@ pub mod double;
 pub mod kubectl;
 pub mod pki;
 pub mod sa;
+pub mod setup;
 pub mod world;
 
 use std::path::PathBuf;

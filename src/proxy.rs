@@ -21,6 +21,7 @@ use smol::Timer;
 
 use crate::cache::key::CacheKey;
 use crate::cache::live::WatchTee;
+use crate::cache::paging::{self, Page};
 use crate::cache::store::EntryWriter;
 use crate::http::body::{chunk_header, LAST_CHUNK};
 use crate::http::{
@@ -425,9 +426,8 @@ where
         drop(tee);
         return Err(e);
     }
-    if let Some(tee) = tee {
-        let rv = crate::cache::json::resource_version(&prefix);
-        if let Err(e) = tee.commit(rv).await {
+    if let (Some(tee), Some(key)) = (tee, &key) {
+        if let Err(e) = store_answer(state, head, class, caller, key, tee, &prefix).await {
             log::warn!("cache: could not store {}: {e}", head.target);
         }
     }
@@ -441,6 +441,42 @@ where
     })
 }
 
+/// Commits a cached answer: a whole answer to its key; a page of a paged
+/// LIST to a page key, assembling the list when the last page arrives; a
+/// fresh complete LIST also drops object entries no longer in it.
+async fn store_answer(
+    state: &State,
+    head: &RequestHead,
+    class: &Classified,
+    caller: &Caller,
+    key: &CacheKey,
+    tee: EntryWriter,
+    prefix: &[u8],
+) -> Result<(), crate::cache::store::StoreError> {
+    let rv = crate::cache::json::resource_version(prefix);
+    if class.verb != Verb::List {
+        return tee.commit(rv).await;
+    }
+    match paging::classify(head.query(), prefix) {
+        Page::Whole => {
+            tee.commit(rv).await?;
+            state.store.converge(key).await;
+        }
+        Page::Part { this, next } => {
+            let accept = head.headers.get_str("accept");
+            let Some(page) = paging::page_key(&caller.agent, head.path(), head.query(), accept, this.as_deref()) else {
+                return Ok(());
+            };
+            tee.commit_to(Some(&page), rv).await?;
+            if let Some(pages) = state.pages.add(key, page, this.as_deref(), next.as_deref()) {
+                state.store.assemble(key, pages).await?;
+                state.store.converge(key).await;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The cache key of a cacheable answer, or `None` if it is not stored.
 fn cache_key(
     caller: &Caller,
@@ -452,7 +488,7 @@ fn cache_key(
         && (200..300).contains(&response.status)
         && response.media_type().as_deref() == Some("application/json");
     let watched = class.verb == Verb::Watch && caller.cached && response.status == 200;
-    if !(watched || storable && class.is_cacheable()) {
+    if !(watched || storable && (class.is_cacheable() || class.is_token_request())) {
         return None;
     }
     CacheKey::new(

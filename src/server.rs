@@ -43,6 +43,8 @@ pub struct State {
     pub store: Store,
     /// Cached lists kept current by watch events.
     pub watches: Watches,
+    /// Paged LISTs waiting for their next page.
+    pub pages: crate::cache::paging::Pages,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// The cluster's service-account keys, for offline JWT checks.
@@ -145,6 +147,7 @@ pub async fn run(
     );
     let state = Arc::new(State {
         watches: Watches::new(store.clone()),
+        pages: Default::default(),
         store,
         tls,
         health: Health::new(),

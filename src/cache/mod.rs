@@ -5,6 +5,7 @@
 //! - [`store`]: the crash-safe store and its single writer thread.
 //! - [`json`]: the byte scanner used instead of parsing bodies into trees.
 //! - [`patch`]: streaming list patching from watch events, and page merging.
+//! - [`paging`]: paged LISTs assembled into one entry.
 //! - [`live`]: watch tees and the once-a-second coalescing of list rewrites.
 //! - [`gc`]: removal of entries not read for `--cache-ttl`.
 
@@ -15,3 +16,4 @@ pub mod key;
 pub mod live;
 pub mod patch;
 pub mod store;
+pub mod paging;

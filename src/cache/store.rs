@@ -173,7 +173,17 @@ enum Job {
     Commit {
         id: u64,
         resource_version: Option<String>,
+        /// Publish under another key than the one begun with.
+        dest: Option<PathBuf>,
         done: Sender<Result<(), StoreError>>,
+    },
+    Assemble {
+        list: CacheKey,
+        pages: Vec<CacheKey>,
+        done: Sender<Result<(), StoreError>>,
+    },
+    Remove {
+        key: CacheKey,
     },
     Patch {
         key: CacheKey,
@@ -338,6 +348,23 @@ impl Store {
         result.recv().await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Streams the pages of a paged LIST into the list entry `list`.
+    pub async fn assemble(&self, list: &CacheKey, pages: Vec<CacheKey>) -> Result<(), StoreError> {
+        let (done, result) = channel::bounded(1);
+        self.send(Job::Assemble {
+            list: list.clone(),
+            pages,
+            done,
+        })
+        .await?;
+        result.recv().await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Removes an entry.
+    pub async fn remove(&self, key: &CacheKey) {
+        let _ = self.send(Job::Remove { key: key.clone() }).await;
+    }
+
     /// After a fresh complete LIST of `key` was committed: removes the
     /// object entries of items no longer in it.
     pub async fn converge(&self, key: &CacheKey) {
@@ -453,7 +480,14 @@ impl EntryWriter {
     }
 
     /// Publishes the entry (fsync, rename, fsync dir) and waits for it.
-    pub async fn commit(mut self, resource_version: Option<String>) -> Result<(), StoreError> {
+    pub async fn commit(self, resource_version: Option<String>) -> Result<(), StoreError> {
+        self.commit_to(None, resource_version).await
+    }
+
+    /// Publishes under `key` instead of the key it was begun with (a page
+    /// of a paged LIST turns out to be a page, not the whole list).
+    pub async fn commit_to(mut self, key: Option<&CacheKey>, resource_version: Option<String>) -> Result<(), StoreError> {
+        let dest = key.map(|k| self.store.inner.dir.join(k.rel_path()));
         self.start().await?;
         self.finished = true;
         let (done, result) = channel::bounded(1);
@@ -461,6 +495,7 @@ impl EntryWriter {
             .send(Job::Commit {
                 id: self.id,
                 resource_version,
+                dest,
                 done,
             })
             .await?;
@@ -518,11 +553,17 @@ impl Writer {
                 Job::Commit {
                     id,
                     resource_version,
+                    dest,
                     done,
                 } => {
-                    let result = self.commit(id, resource_version);
+                    let result = self.commit(id, resource_version, dest);
                     let _ = done.try_send(result);
                 }
+                Job::Assemble { list, pages, done } => {
+                    let result = self.assemble(&list, &pages);
+                    let _ = done.try_send(result);
+                }
+                Job::Remove { key } => self.remove(&self.inner.dir.join(key.rel_path())),
                 Job::Patch { key, events, done } => {
                     let result = self.patch(&key, &events);
                     let _ = done.try_send(result);
@@ -610,8 +651,18 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, id: u64, resource_version: Option<String>) -> Result<(), StoreError> {
-        let p = self.pending.remove(&id).ok_or(StoreError::Closed)?;
+    fn commit(&mut self, id: u64, resource_version: Option<String>, dest: Option<PathBuf>) -> Result<(), StoreError> {
+        let mut p = self.pending.remove(&id).ok_or(StoreError::Closed)?;
+        if let Some(dest) = dest {
+            if let Some(dir) = dest.parent() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| StoreError::Io(dir.to_owned(), e))?;
+            }
+            p.dest = dest;
+        }
         let tmp = p.tmp.clone();
         let result = self.publish(p, resource_version.as_deref());
         if result.is_err() {
@@ -763,6 +814,49 @@ impl Writer {
         self.publish(p, rv).inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })
+    }
+
+    /// Removes an entry file, keeping the counters right.
+    fn remove(&self, path: &Path) {
+        if fs::remove_file(path).is_ok() {
+            self.inner.stats.entries.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Streams the pages of a paged LIST (entries `pages`, in order) into
+    /// one list entry, then removes the pages.
+    fn assemble(&mut self, list: &CacheKey, pages: &[CacheKey]) -> Result<(), StoreError> {
+        let mut readers = Vec::with_capacity(pages.len());
+        let mut meta = None;
+        for page in pages {
+            let path = self.inner.dir.join(page.rel_path());
+            let mut file = File::open(&path).map_err(|e| StoreError::Io(path.clone(), e))?;
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let (m, body_at) = EntryMeta::read_from(&mut file, len).map_err(StoreError::Entry)?;
+            file.seek(SeekFrom::Start(body_at)).map_err(|e| StoreError::Io(path.clone(), e))?;
+            readers.push(io::BufReader::with_capacity(32 * 1024, file.take(m.length)));
+            meta.get_or_insert(m);
+        }
+        let Some(mut meta) = meta else { return Ok(()) };
+        let rv = meta.resource_version.take();
+        let dest = self.inner.dir.join(list.rel_path());
+        let mut p = self.create_tmp(&dest, &meta)?;
+        let mut sources: Vec<&mut dyn Read> = readers.iter_mut().map(|r| r as &mut dyn Read).collect();
+        let mut counter = CountingWriter {
+            inner: &mut p.file,
+            written: 0,
+        };
+        let merged = patch::merge_pages(&mut sources, &mut counter);
+        p.written = counter.written;
+        if let Err(e) = merged {
+            let _ = fs::remove_file(&p.tmp);
+            return Err(StoreError::Patch(e));
+        }
+        self.publish(p, rv.as_deref())?;
+        for page in pages {
+            self.remove(&self.inner.dir.join(page.rel_path()));
+        }
+        Ok(())
     }
 
     /// Removes object entries of a collection that a fresh, complete, plain

@@ -206,6 +206,23 @@ impl Stream {
         }
     }
 
+    /// Writes raw bytes (after an upgrade).
+    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.tls.write_all(bytes)?;
+        self.tls.flush()
+    }
+
+    /// Reads whatever raw bytes arrive next (after an upgrade).
+    pub fn read_raw(&mut self, timeout: Duration) -> io::Result<Vec<u8>> {
+        if !self.buf.is_empty() {
+            return Ok(std::mem::take(&mut self.buf));
+        }
+        self.tls.sock.set_read_timeout(Some(timeout))?;
+        let mut tmp = [0u8; 16384];
+        let n = self.tls.read(&mut tmp)?;
+        Ok(tmp[..n].to_vec())
+    }
+
     /// The next newline-terminated line (a watch event); `Ok(None)` at a
     /// clean end.
     pub fn next_line(&mut self, timeout: Duration) -> io::Result<Option<String>> {

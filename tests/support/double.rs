@@ -41,6 +41,8 @@ pub struct Recorded {
     pub authorization: Option<String>,
     pub user_agent: Option<String>,
     pub accept: Option<String>,
+    /// Every header as received.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Knobs.
@@ -364,6 +366,9 @@ fn serve(shared: Arc<Shared>, tcp: TcpStream) -> io::Result<()> {
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|cert| lite_apiserver::tls::common_name(cert.as_ref()));
+        if head.is_upgrade() {
+            return echo_upgrade(&shared, &head, cn, c);
+        }
         let keep = Request::new(&shared, &head, body, cn).answer(&mut c.tls)?;
         if !keep || !head.keep_alive() {
             c.tls.conn.send_close_notify();
@@ -372,6 +377,29 @@ fn serve(shared: Arc<Shared>, tcp: TcpStream) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// exec/attach/port-forward stand-in: 101, then echo every byte back.
+fn echo_upgrade(shared: &Shared, head: &RequestHead, cn: Option<String>, mut c: Conn) -> io::Result<()> {
+    let _ = Request::new(shared, head, Vec::new(), cn);
+    let proto = head.headers.get_str("upgrade").unwrap_or("SPDY/3.1").to_owned();
+    let answer = format!("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {proto}\r\n\r\n");
+    c.tls.write_all(answer.as_bytes())?;
+    c.tls.flush()?;
+    let early = std::mem::take(&mut c.buf);
+    if !early.is_empty() {
+        c.tls.write_all(&early)?;
+        c.tls.flush()?;
+    }
+    let mut tmp = [0u8; 8192];
+    loop {
+        let n = c.tls.read(&mut tmp)?;
+        if n == 0 {
+            return Ok(());
+        }
+        c.tls.write_all(&tmp[..n])?;
+        c.tls.flush()?;
+    }
 }
 
 /// One request being answered.
@@ -463,6 +491,12 @@ impl<'a> Request<'a> {
             authorization,
             user_agent: head.headers.get_str("user-agent").map(str::to_owned),
             accept: head.headers.get_str("accept").map(str::to_owned),
+            headers: head
+                .headers
+                .0
+                .iter()
+                .map(|h| (h.name.clone(), String::from_utf8_lossy(&h.value).into_owned()))
+                .collect(),
         });
         let authenticated = user.is_some();
         Request {

@@ -39,7 +39,7 @@ pub const DEFAULT_WATCH_HOLD: Duration = Duration::from_secs(300);
 /// How often an offline watch sends a BOOKMARK.
 pub const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 /// `Retry-After` on refused writes: client-go waits this long and retries.
-const WRITE_RETRY_AFTER: u32 = 5;
+const WRITE_RETRY_AFTER: u32 = 1;
 /// Largest request body read offline (a Lease or TokenRequest is ~1 KB).
 const MAX_OFFLINE_BODY: usize = 1 << 20;
 /// Piece size when streaming an entry from disk.

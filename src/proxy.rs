@@ -464,7 +464,13 @@ async fn store_answer(
         }
         Page::Part { this, next } => {
             let accept = head.headers.get_str("accept");
-            let Some(page) = paging::page_key(&caller.agent, head.path(), head.query(), accept, this.as_deref()) else {
+            let Some(page) = paging::page_key(
+                &caller.agent,
+                head.path(),
+                head.query(),
+                accept,
+                this.as_deref(),
+            ) else {
                 return Ok(());
             };
             tee.commit_to(Some(&page), rv).await?;

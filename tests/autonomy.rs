@@ -31,24 +31,46 @@ fn kubectl_reads_survive_an_outage_and_a_reboot() {
     assert_eq!(names(&via), names(&direct));
     assert_eq!(names(&via), ["web-1", "web-2", "web-3"]);
     let cm = k.json(&["get", "cm", "app-config", "-n", "edge"]);
-    assert_eq!(cm, s.kubectl_direct().json(&["get", "cm", "app-config", "-n", "edge"]));
+    assert_eq!(
+        cm,
+        s.kubectl_direct()
+            .json(&["get", "cm", "app-config", "-n", "edge"])
+    );
     let table_online = k.ok(&["get", "pods", "-n", "edge"]);
-    assert!(s.double.requests().iter().any(|r| r.cn.as_deref() == Some("system:node:edge-1") && r.target.contains("/pods")));
+    assert!(s
+        .double
+        .requests()
+        .iter()
+        .any(|r| r.cn.as_deref() == Some("system:node:edge-1") && r.target.contains("/pods")));
 
     // Cut the link.
     s.double.stop();
     let started = Instant::now();
     let offline = k.json(&["get", "pods", "-n", "edge"]);
-    assert!(started.elapsed() < Duration::from_secs(5), "offline answer took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "offline answer took {:?}",
+        started.elapsed()
+    );
     assert_eq!(names(&offline), names(&via));
     assert_eq!(k.json(&["get", "cm", "app-config", "-n", "edge"]), cm);
-    assert_eq!(k.ok(&["get", "pods", "-n", "edge"]), table_online, "kubectl's table view from the cache");
+    assert_eq!(
+        k.ok(&["get", "pods", "-n", "edge"]),
+        table_online,
+        "kubectl's table view from the cache"
+    );
     let write = k.run(&["delete", "cm", "app-config", "-n", "edge"]);
     assert!(!write.status.success());
     let err = String::from_utf8_lossy(&write.stderr);
-    assert!(err.contains("unreachable") || err.contains("503") || err.contains("ServiceUnavailable"), "{err}");
+    assert!(
+        err.contains("unreachable") || err.contains("503") || err.contains("ServiceUnavailable"),
+        "{err}"
+    );
     let missing = k.run(&["get", "cm", "never-read", "-n", "edge"]);
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("NotFound") || String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("NotFound")
+            || String::from_utf8_lossy(&missing.stderr).contains("not found")
+    );
 
     // Reboot while offline: the cache alone answers.
     s.proxy.restart();
@@ -63,5 +85,8 @@ fn kubectl_reads_survive_an_outage_and_a_reboot() {
     assert_eq!(names(&after), ["web-1", "web-2"]);
     // ...and the cache converged: offline again, the deleted pod stays gone.
     s.double.stop();
-    assert_eq!(names(&k.json(&["get", "pods", "-n", "edge"])), ["web-1", "web-2"]);
+    assert_eq!(
+        names(&k.json(&["get", "pods", "-n", "edge"])),
+        ["web-1", "web-2"]
+    );
 }

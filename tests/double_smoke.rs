@@ -26,13 +26,21 @@ fn double_answers_like_an_apiserver() {
     assert_eq!(list["kind"], "PodList");
     assert_eq!(list["items"].as_array().unwrap().len(), 3);
     let missing = node.get("/api/v1/namespaces/edge/pods/nope", &[]);
-    assert_eq!((missing.status, missing.json()["reason"].as_str()), (404, Some("NotFound")));
+    assert_eq!(
+        (missing.status, missing.json()["reason"].as_str()),
+        (404, Some("NotFound"))
+    );
 
     // Paging.
     let p1 = node.get("/api/v1/namespaces/edge/pods?limit=2", &[]).json();
     let token = p1["metadata"]["continue"].as_str().unwrap().to_owned();
     assert_eq!(p1["metadata"]["remainingItemCount"], 1);
-    let p2 = node.get(&format!("/api/v1/namespaces/edge/pods?limit=2&continue={token}"), &[]).json();
+    let p2 = node
+        .get(
+            &format!("/api/v1/namespaces/edge/pods?limit=2&continue={token}"),
+            &[],
+        )
+        .json();
     assert_eq!(p2["items"].as_array().unwrap().len(), 1);
 
     // Watch: a change arrives as one event.
@@ -40,22 +48,45 @@ fn double_answers_like_an_apiserver() {
     let mut w = node
         .open("GET", &format!("/api/v1/namespaces/edge/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=5"), &[], b"")
         .unwrap();
-    double.apply("/api/v1", "configmaps", "edge", "new-cm", serde_json::json!({"data": {"a": "b"}}));
+    double.apply(
+        "/api/v1",
+        "configmaps",
+        "edge",
+        "new-cm",
+        serde_json::json!({"data": {"a": "b"}}),
+    );
     let line = w.next_line(Duration::from_secs(5)).unwrap().unwrap();
     assert!(line.starts_with(r#"{"type":"ADDED","object":{"#), "{line}");
 
     // A token signed by the double authenticates; kubectl works directly.
     let token = double.sa_token("edge", "default", 600, true);
     let sa = Client::new(double.addr(), &pki.ca.pem, None);
-    assert_eq!(sa.get("/api/v1/namespaces/edge/configmaps", &[("Authorization", &format!("Bearer {token}"))]).status, 200);
-    let k = Kubectl::new(&double.url(), &pki.ca.pem, Auth::Cert(pki.node.clone()), &dir);
+    assert_eq!(
+        sa.get(
+            "/api/v1/namespaces/edge/configmaps",
+            &[("Authorization", &format!("Bearer {token}"))]
+        )
+        .status,
+        200
+    );
+    let k = Kubectl::new(
+        &double.url(),
+        &pki.ca.pem,
+        Auth::Cert(pki.node.clone()),
+        &dir,
+    );
     let out = k.ok(&["get", "pods", "-n", "edge"]);
     assert!(out.contains("web-1") && out.contains("Pending"), "{out}");
     // (kubectl's typed `create configmap` sends protobuf, which the double
     // does not speak; manifests go as JSON.)
     let manifest = dir.join("cm.json");
     std::fs::write(&manifest, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"edge"},"data":{"a":"b"}}"#).unwrap();
-    k.ok(&["create", "--validate=false", "-f", manifest.to_str().unwrap()]);
+    k.ok(&[
+        "create",
+        "--validate=false",
+        "-f",
+        manifest.to_str().unwrap(),
+    ]);
     assert!(double.get("/api/v1", "configmaps", "edge", "x").is_some());
     k.ok(&["delete", "configmap", "x", "-n", "edge"]);
 

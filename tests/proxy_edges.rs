@@ -22,17 +22,44 @@ fn headers_accept_and_upgrade_pass_through() {
             ("Impersonate-User", "someone"),
             ("Connection", "keep-alive, X-Hop"),
             ("X-Hop", "drop-me"),
-            ("Accept", "application/vnd.kubernetes.protobuf,application/json"),
+            (
+                "Accept",
+                "application/vnd.kubernetes.protobuf,application/json",
+            ),
         ],
     );
-    assert_eq!(r.status, 401, "the upstream judged the caller's own token: {}", r.text());
-    let seen = s.double.requests().into_iter().find(|q| q.target.contains("web-1")).unwrap();
-    assert_eq!(seen.authorization.as_deref(), Some("Bearer not-a-real-token"));
-    assert_eq!(seen.cn, None, "an anonymous caller is never lent an identity");
-    let names: Vec<String> = seen.headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+    assert_eq!(
+        r.status,
+        401,
+        "the upstream judged the caller's own token: {}",
+        r.text()
+    );
+    let seen = s
+        .double
+        .requests()
+        .into_iter()
+        .find(|q| q.target.contains("web-1"))
+        .unwrap();
+    assert_eq!(
+        seen.authorization.as_deref(),
+        Some("Bearer not-a-real-token")
+    );
+    assert_eq!(
+        seen.cn, None,
+        "an anonymous caller is never lent an identity"
+    );
+    let names: Vec<String> = seen
+        .headers
+        .iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .collect();
     assert!(names.contains(&"impersonate-user".to_owned()));
     assert!(!names.contains(&"x-hop".to_owned()) && !names.contains(&"keep-alive".to_owned()));
-    assert_eq!(seen.accept.as_deref(), Some("application/json"), "protobuf removed for a cached agent");
+    assert_eq!(
+        seen.accept.as_deref(),
+        Some("application/json"),
+        "protobuf removed for a cached agent"
+    );
 
     // exec-style upgrade: 101, then bytes both ways.
     let node = s.client(Some(&s.pki.node));
@@ -62,7 +89,9 @@ fn limits_are_clear_errors() {
     let r = c.get("/api", &[("X-Big", &big)]);
     assert_eq!(r.status, 431);
     assert_eq!(r.json()["kind"], "Status");
-    let many: Vec<(String, String)> = (0..120).map(|i| (format!("X-{i}"), "v".to_owned())).collect();
+    let many: Vec<(String, String)> = (0..120)
+        .map(|i| (format!("X-{i}"), "v".to_owned()))
+        .collect();
     let refs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(c.get("/api", &refs).status, 431);
     assert!(s.proxy.admin_get("/healthz").starts_with("ok"));
@@ -77,7 +106,10 @@ fn offline_answers_and_cache_safety() {
     assert_eq!(cm_online.status, 200);
     let secret = node.get("/api/v1/namespaces/edge/secrets/app-secret", &[KUBELET]);
     assert_eq!(secret.status, 200);
-    let evil = node.get("/api/v1/namespaces/edge/configmaps/app-config", &[("User-Agent", "../../etc")]);
+    let evil = node.get(
+        "/api/v1/namespaces/edge/configmaps/app-config",
+        &[("User-Agent", "../../etc")],
+    );
     assert_eq!(evil.status, 200);
     let cache = s.proxy.cache_dir.clone();
     // (Entries are committed right after the answer is sent.)
@@ -90,39 +122,75 @@ fn offline_answers_and_cache_safety() {
     s.double.stop();
     // GET hit, byte for byte.
     let hit = node.get("/api/v1/namespaces/edge/configmaps/app-config", &[KUBELET]);
-    assert_eq!((hit.status, hit.body.clone()), (200, cm_online.body.clone()));
+    assert_eq!(
+        (hit.status, hit.body.clone()),
+        (200, cm_online.body.clone())
+    );
     // GET miss: 404 Status; LIST miss: 503, never an empty list.
     let miss = node.get("/api/v1/namespaces/edge/configmaps/other", &[KUBELET]);
-    assert_eq!((miss.status, miss.json()["reason"].as_str()), (404, Some("NotFound")));
+    assert_eq!(
+        (miss.status, miss.json()["reason"].as_str()),
+        (404, Some("NotFound"))
+    );
     let list_miss = node.get("/api/v1/namespaces/other/pods", &[KUBELET]);
     assert_eq!(list_miss.status, 503);
     assert_eq!(list_miss.json()["kind"], "Status");
     assert_eq!(list_miss.header("retry-after"), None);
     // Writes: 503 with Retry-After.
-    let write = node.request("POST", "/api/v1/namespaces/edge/configmaps", &[KUBELET, ("Content-Type", "application/json")], b"{}");
-    assert_eq!((write.status, write.json()["reason"].as_str()), (503, Some("ServiceUnavailable")));
+    let write = node.request(
+        "POST",
+        "/api/v1/namespaces/edge/configmaps",
+        &[KUBELET, ("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(
+        (write.status, write.json()["reason"].as_str()),
+        (503, Some("ServiceUnavailable"))
+    );
     assert!(write.header("retry-after").is_some());
     // An offline watch is held, then ends cleanly.
     let started = Instant::now();
-    let mut w = node.open("GET", "/api/v1/namespaces/edge/pods?watch=true&timeoutSeconds=2", &[KUBELET], b"").unwrap();
+    let mut w = node
+        .open(
+            "GET",
+            "/api/v1/namespaces/edge/pods?watch=true&timeoutSeconds=2",
+            &[KUBELET],
+            b"",
+        )
+        .unwrap();
     assert_eq!(w.status, 200);
     assert!(w.chunked);
-    assert_eq!(w.next_line(Duration::from_secs(6)).unwrap(), None, "no events, clean terminator");
+    assert_eq!(
+        w.next_line(Duration::from_secs(6)).unwrap(),
+        None,
+        "no events, clean terminator"
+    );
     let held = started.elapsed();
-    assert!(held >= Duration::from_millis(1500) && held < Duration::from_secs(4), "held {held:?}");
+    assert!(
+        held >= Duration::from_millis(1500) && held < Duration::from_secs(4),
+        "held {held:?}"
+    );
 
     // A truncated entry is a miss (and removed), not a crash.
     let entry = cache.join("kubelet/api/v1/namespaces/edge/secrets/app-secret@.json");
     let len = std::fs::metadata(&entry).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&entry).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&entry)
+        .unwrap();
     f.set_len(len - 10).unwrap();
     let torn = node.get("/api/v1/namespaces/edge/secrets/app-secret", &[KUBELET]);
     assert_eq!(torn.status, 404);
     assert!(!entry.exists(), "the torn entry was removed");
     assert!(s.proxy.admin_get("/healthz").starts_with("ok"));
     let metrics = s.proxy.admin_get("/metrics");
-    assert!(metrics.contains("lite_apiserver_upstream_online 0"), "{metrics}");
-    assert!(metrics.contains(r#"lite_apiserver_requests_total{verb="get",code="200",source="cache"}"#));
+    assert!(
+        metrics.contains("lite_apiserver_upstream_online 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"lite_apiserver_requests_total{verb="get",code="200",source="cache"}"#)
+    );
     assert!(s.proxy.log_text().contains("removing bad entry"));
 }
 
@@ -131,12 +199,24 @@ fn a_large_list_streams_through_and_is_cached() {
     let mut s = Setup::new("edges-large");
     s.double.seed_pods("big", "edge-1", 10_000, 5_000);
     let node = s.client(Some(&s.pki.node));
-    let direct = support::client::Client::new(s.double.addr(), &s.pki.ca.pem, Some(&s.pki.node)).get("/api/v1/namespaces/big/pods", &[KUBELET]);
-    assert!(direct.body.len() > 50_000_000, "{} bytes", direct.body.len());
+    let direct = support::client::Client::new(s.double.addr(), &s.pki.ca.pem, Some(&s.pki.node))
+        .get("/api/v1/namespaces/big/pods", &[KUBELET]);
+    assert!(
+        direct.body.len() > 50_000_000,
+        "{} bytes",
+        direct.body.len()
+    );
     let via = node.get("/api/v1/namespaces/big/pods", &[KUBELET]);
     assert_eq!(via.status, 200);
-    assert!(via.body == direct.body, "the proxied list differs from the upstream's");
-    wait_for(&s.proxy.cache_dir.join("kubelet/api/v1/namespaces/big/pods@.json"));
+    assert!(
+        via.body == direct.body,
+        "the proxied list differs from the upstream's"
+    );
+    wait_for(
+        &s.proxy
+            .cache_dir
+            .join("kubelet/api/v1/namespaces/big/pods@.json"),
+    );
     s.double.stop();
     let offline = node.get("/api/v1/namespaces/big/pods?limit=500", &[KUBELET]);
     assert_eq!(offline.status, 200);
@@ -146,7 +226,11 @@ fn a_large_list_streams_through_and_is_cached() {
 fn wait_for(path: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -14,6 +14,6 @@ pub mod gc;
 pub mod json;
 pub mod key;
 pub mod live;
+pub mod paging;
 pub mod patch;
 pub mod store;
-pub mod paging;

@@ -37,8 +37,11 @@ pub enum Page {
 
 /// Classifies a LIST answer from its query and the start of its body.
 pub fn classify(query: Option<&str>, body_prefix: &[u8]) -> Page {
-    let this = query_value(query, "continue").filter(|c| !c.is_empty()).map(percent_decode);
-    let next = super::json::string_at(body_prefix, &["metadata", "continue"]).filter(|c| !c.is_empty());
+    let this = query_value(query, "continue")
+        .filter(|c| !c.is_empty())
+        .map(percent_decode);
+    let next =
+        super::json::string_at(body_prefix, &["metadata", "continue"]).filter(|c| !c.is_empty());
     match (this, next) {
         (None, None) => Page::Whole,
         (this, next) => Page::Part { this, next },
@@ -46,8 +49,17 @@ pub fn classify(query: Option<&str>, body_prefix: &[u8]) -> Page {
 }
 
 /// The entry key of one page.
-pub fn page_key(agent: &Agent, path: &str, query: Option<&str>, accept: Option<&str>, this: Option<&str>) -> Option<CacheKey> {
-    let marker = this.map_or_else(|| "first".to_owned(), |t| t.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+pub fn page_key(
+    agent: &Agent,
+    path: &str,
+    query: Option<&str>,
+    accept: Option<&str>,
+    this: Option<&str>,
+) -> Option<CacheKey> {
+    let marker = this.map_or_else(
+        || "first".to_owned(),
+        |t| t.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+    );
     let query = match query {
         Some(q) => format!("{q}&{PAGE_PARAM}={marker}"),
         None => format!("{PAGE_PARAM}={marker}"),
@@ -77,12 +89,20 @@ impl Pages {
     /// Records a stored page of `list`; returns every page in order when
     /// this was the last one. A page whose predecessor is unknown (e.g. a
     /// restart in between) returns None and is left to GC.
-    pub fn add(&self, list: &CacheKey, page: CacheKey, this: Option<&str>, next: Option<&str>) -> Option<Vec<CacheKey>> {
+    pub fn add(
+        &self,
+        list: &CacheKey,
+        page: CacheKey,
+        this: Option<&str>,
+        next: Option<&str>,
+    ) -> Option<Vec<CacheKey>> {
         let mut open = self.open.lock().ok()?;
         let mut chain = match this {
             None => Vec::new(),
             Some(token) => {
-                let pos = open.iter().position(|o| o.next == token && &o.list == list)?;
+                let pos = open
+                    .iter()
+                    .position(|o| o.next == token && &o.list == list)?;
                 open.remove(pos)?.pages
             }
         };
@@ -110,7 +130,11 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = (b[i] == b'%' && i + 2 < b.len())
-            .then(|| std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .then(|| {
+                std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
             .flatten();
         match hex {
             Some(v) => {
@@ -135,10 +159,19 @@ mod tests {
         let whole = br#"{"kind":"PodList","metadata":{"resourceVersion":"5"},"items":[]}"#;
         let first = br#"{"kind":"PodList","metadata":{"resourceVersion":"5","continue":"abc","remainingItemCount":1},"items":["#;
         assert_eq!(classify(Some("limit=2"), whole), Page::Whole);
-        assert_eq!(classify(Some("limit=2"), first), Page::Part { this: None, next: Some("abc".into()) });
+        assert_eq!(
+            classify(Some("limit=2"), first),
+            Page::Part {
+                this: None,
+                next: Some("abc".into())
+            }
+        );
         assert_eq!(
             classify(Some("limit=2&continue=abc%3D"), whole),
-            Page::Part { this: Some("abc=".into()), next: None }
+            Page::Part {
+                this: Some("abc=".into()),
+                next: None
+            }
         );
     }
 
@@ -146,10 +179,14 @@ mod tests {
     fn chains_pages_in_order() {
         let agent = Agent::from_user_agent(Some("kubelet"));
         let list = CacheKey::new(&agent, "/api/v1/pods", None, None).unwrap();
-        let key = |t: Option<&str>| page_key(&agent, "/api/v1/pods", Some("limit=1"), None, t).unwrap();
+        let key =
+            |t: Option<&str>| page_key(&agent, "/api/v1/pods", Some("limit=1"), None, t).unwrap();
         let pages = Pages::default();
         assert_eq!(pages.add(&list, key(None), None, Some("c1")), None);
-        assert_eq!(pages.add(&list, key(Some("c1")), Some("c1"), Some("c2")), None);
+        assert_eq!(
+            pages.add(&list, key(Some("c1")), Some("c1"), Some("c2")),
+            None
+        );
         let all = pages.add(&list, key(Some("c2")), Some("c2"), None).unwrap();
         assert_eq!(all, [key(None), key(Some("c1")), key(Some("c2"))]);
         assert_ne!(key(None), list);

@@ -486,7 +486,11 @@ impl EntryWriter {
 
     /// Publishes under `key` instead of the key it was begun with (a page
     /// of a paged LIST turns out to be a page, not the whole list).
-    pub async fn commit_to(mut self, key: Option<&CacheKey>, resource_version: Option<String>) -> Result<(), StoreError> {
+    pub async fn commit_to(
+        mut self,
+        key: Option<&CacheKey>,
+        resource_version: Option<String>,
+    ) -> Result<(), StoreError> {
         let dest = key.map(|k| self.store.inner.dir.join(k.rel_path()));
         self.start().await?;
         self.finished = true;
@@ -651,7 +655,12 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, id: u64, resource_version: Option<String>, dest: Option<PathBuf>) -> Result<(), StoreError> {
+    fn commit(
+        &mut self,
+        id: u64,
+        resource_version: Option<String>,
+        dest: Option<PathBuf>,
+    ) -> Result<(), StoreError> {
         let mut p = self.pending.remove(&id).ok_or(StoreError::Closed)?;
         if let Some(dest) = dest {
             if let Some(dir) = dest.parent() {
@@ -833,7 +842,8 @@ impl Writer {
             let mut file = File::open(&path).map_err(|e| StoreError::Io(path.clone(), e))?;
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             let (m, body_at) = EntryMeta::read_from(&mut file, len).map_err(StoreError::Entry)?;
-            file.seek(SeekFrom::Start(body_at)).map_err(|e| StoreError::Io(path.clone(), e))?;
+            file.seek(SeekFrom::Start(body_at))
+                .map_err(|e| StoreError::Io(path.clone(), e))?;
             readers.push(io::BufReader::with_capacity(32 * 1024, file.take(m.length)));
             meta.get_or_insert(m);
         }
@@ -841,7 +851,8 @@ impl Writer {
         let rv = meta.resource_version.take();
         let dest = self.inner.dir.join(list.rel_path());
         let mut p = self.create_tmp(&dest, &meta)?;
-        let mut sources: Vec<&mut dyn Read> = readers.iter_mut().map(|r| r as &mut dyn Read).collect();
+        let mut sources: Vec<&mut dyn Read> =
+            readers.iter_mut().map(|r| r as &mut dyn Read).collect();
         let mut counter = CountingWriter {
             inner: &mut p.file,
             written: 0,

@@ -27,7 +27,8 @@ impl Response {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
@@ -51,13 +52,18 @@ impl Client {
         for c in CertificateDer::pem_file_iter(ca).unwrap() {
             roots.add(c.unwrap()).unwrap();
         }
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
         let mut config = match cert {
             Some(pair) => {
-                let chain: Vec<_> = CertificateDer::pem_file_iter(&pair.cert).unwrap().map(Result::unwrap).collect();
+                let chain: Vec<_> = CertificateDer::pem_file_iter(&pair.cert)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
                 let key = PrivateKeyDer::from_pem_file(&pair.key).unwrap();
                 builder.with_client_auth_cert(chain, key).unwrap()
             }
@@ -74,7 +80,11 @@ impl Client {
         let tcp = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
         tcp.set_nodelay(true)?;
         tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let conn = rustls::ClientConnection::new(self.config.clone(), ServerName::try_from("127.0.0.1").unwrap()).map_err(io::Error::other)?;
+        let conn = rustls::ClientConnection::new(
+            self.config.clone(),
+            ServerName::try_from("127.0.0.1").unwrap(),
+        )
+        .map_err(io::Error::other)?;
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         // Drive the handshake now so handshake failures surface here.
         while tls.conn.is_handshaking() {
@@ -89,13 +99,25 @@ impl Client {
     }
 
     /// Any request, on a fresh connection; panics on transport errors.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         self.try_request(method, path, headers, body)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     /// Any request, on a fresh connection.
-    pub fn try_request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Response> {
         let mut s = self.open(method, path, headers, body)?;
         let mut out = Vec::new();
         while let Some(piece) = s.next_data(Duration::from_secs(120))? {
@@ -109,7 +131,13 @@ impl Client {
     }
 
     /// Sends a request and reads the head; the body is read from the stream.
-    pub fn open(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Stream> {
+    pub fn open(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Stream> {
         let mut tls = self.connect()?;
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
         let mut has_ua = false;
@@ -230,7 +258,9 @@ impl Stream {
         loop {
             if let Some(nl) = self.lines.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.lines.drain(..=nl).collect();
-                return Ok(Some(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned()));
+                return Ok(Some(
+                    String::from_utf8_lossy(&line[..line.len() - 1]).into_owned(),
+                ));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next_data(left)? {

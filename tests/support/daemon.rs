@@ -27,9 +27,17 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// The binary under test.
+/// The binary under test: the one cargo built for this test run, else
+/// the one next to the running executable's target directory.
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_lite-apiserver"))
+    if let Some(path) = option_env!("CARGO_BIN_EXE_lite-apiserver") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.ancestors().find(|p| p.join("lite-apiserver").is_file());
+    profile_dir
+        .map(|d| d.join("lite-apiserver"))
+        .unwrap_or_else(|| PathBuf::from("lite-apiserver"))
 }
 
 impl Daemon {
@@ -65,7 +73,10 @@ impl Daemon {
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = Command::new(&self.bin)
             .args(&self.args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -73,10 +84,21 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect_timeout(&self.admin, Duration::from_millis(100)).is_err() {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("lite-apiserver exited early ({status}):\n{}", self.log_text());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "lite-apiserver exited early ({status}):\n{}",
+                    self.log_text()
+                );
             }
-            assert!(Instant::now() < deadline, "lite-apiserver did not start:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "lite-apiserver did not start:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -94,7 +116,10 @@ impl Daemon {
     /// SIGTERM and wait (flushes the cache).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
@@ -132,10 +157,16 @@ impl Daemon {
     pub fn admin_get(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let mut s = TcpStream::connect(self.admin).expect("admin port");
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
-        out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default()
     }
 
     /// The value of a metric line starting with `prefix` (summed).

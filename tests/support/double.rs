@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 
 use super::pki::Pki;
 use super::sa::Signer;
-use super::world::{self, ObjKey, Obj, Selectors, World};
+use super::world::{self, Obj, ObjKey, Selectors, World};
 
 /// What one request looked like.
 #[derive(Clone, Debug)]
@@ -76,7 +76,9 @@ pub struct Double {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
@@ -93,10 +95,11 @@ impl Double {
             roots.add(c.unwrap()).unwrap();
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .unwrap();
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .unwrap();
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -137,16 +140,31 @@ impl Double {
                 world::pod("edge", &format!("web-{i}"), "edge-1", 0),
             );
         }
-        w.put(key("/api/v1", "configmaps", "edge", "app-config"), json!({"data": {"mode": "edge", "greeting": "hello"}}));
-        w.put(key("/api/v1", "secrets", "edge", "app-secret"), json!({"type": "Opaque", "data": {"password": "czNjcjN0"}}));
-        w.put(key("/api/v1", "namespaces", "", "edge"), json!({"spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}));
+        w.put(
+            key("/api/v1", "configmaps", "edge", "app-config"),
+            json!({"data": {"mode": "edge", "greeting": "hello"}}),
+        );
+        w.put(
+            key("/api/v1", "secrets", "edge", "app-secret"),
+            json!({"type": "Opaque", "data": {"password": "czNjcjN0"}}),
+        );
+        w.put(
+            key("/api/v1", "namespaces", "", "edge"),
+            json!({"spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
+        );
         w.put(key("/api/v1", "nodes", "", "edge-1"), json!({"metadata": {"labels": {"kubernetes.io/hostname": "edge-1"}}, "status": {"conditions": []}}));
         w.put(
             key("/apis/coordination.k8s.io/v1", "leases", "kube-node-lease", "edge-1"),
             json!({"spec": {"holderIdentity": "edge-1", "leaseDurationSeconds": 40, "renewTime": "2026-11-23T07:50:43.000000Z"}}),
         );
-        w.put(key("/apis/edge.example.com/v1", "widgets", "edge", "w1"), json!({"spec": {"size": 3}}));
-        w.put(key("/api/v1", "serviceaccounts", "edge", "default"), json!({}));
+        w.put(
+            key("/apis/edge.example.com/v1", "widgets", "edge", "w1"),
+            json!({"spec": {"size": 3}}),
+        );
+        w.put(
+            key("/api/v1", "serviceaccounts", "edge", "default"),
+            json!({}),
+        );
     }
 
     fn listen(&mut self, listener: TcpListener) {
@@ -225,7 +243,9 @@ impl Double {
     /// An object as stored.
     pub fn get(&self, prefix: &str, resource: &str, ns: &str, name: &str) -> Option<Value> {
         let w = self.shared.world.lock().unwrap();
-        w.objects.get(&key(prefix, resource, ns, name)).map(|o| (*o.value).clone())
+        w.objects
+            .get(&key(prefix, resource, ns, name))
+            .map(|o| (*o.value).clone())
     }
 
     /// Adds `count` pods named `bulk-N` on `node`, each padded by `pad` bytes.
@@ -233,7 +253,10 @@ impl Double {
         let mut w = self.shared.world.lock().unwrap();
         for i in 0..count {
             let name = format!("bulk-{i:06}");
-            w.put(key("/api/v1", "pods", ns, &name), world::pod(ns, &name, node, pad));
+            w.put(
+                key("/api/v1", "pods", ns, &name),
+                world::pod(ns, &name, node, pad),
+            );
         }
         self.shared.changed.notify_all();
     }
@@ -245,7 +268,11 @@ impl Double {
     /// The serialized list a plain LIST of pods in `ns` answers now.
     pub fn list_json(&self, prefix: &str, resource: &str, ns: &str) -> Value {
         let w = self.shared.world.lock().unwrap();
-        let items: Vec<Value> = w.list(prefix, resource, ns, &Selectors::default()).iter().map(|o| (*o.value).clone()).collect();
+        let items: Vec<Value> = w
+            .list(prefix, resource, ns, &Selectors::default())
+            .iter()
+            .map(|o| (*o.value).clone())
+            .collect();
         json!({"kind": format!("{}List", world::kind_of(resource)), "apiVersion": world::api_version_of(prefix),
                "metadata": {"resourceVersion": w.rv.to_string()}, "items": items})
     }
@@ -268,7 +295,12 @@ impl Drop for Double {
 }
 
 pub fn key(prefix: &str, resource: &str, ns: &str, name: &str) -> ObjKey {
-    (prefix.to_owned(), resource.to_owned(), ns.to_owned(), name.to_owned())
+    (
+        prefix.to_owned(),
+        resource.to_owned(),
+        ns.to_owned(),
+        name.to_owned(),
+    )
 }
 
 fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -285,7 +317,9 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                     let _ = serve(shared, tcp);
                 });
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(2)),
         }
     }
@@ -309,7 +343,9 @@ impl Conn {
 
     fn head(&mut self) -> io::Result<Option<RequestHead>> {
         loop {
-            if let Ok(lite_apiserver::http::Parsed::Complete(head, used)) = RequestHead::parse(&self.buf) {
+            if let Ok(lite_apiserver::http::Parsed::Complete(head, used)) =
+                RequestHead::parse(&self.buf)
+            {
                 self.buf.drain(..used);
                 return Ok(Some(head));
             }
@@ -380,10 +416,21 @@ fn serve(shared: Arc<Shared>, tcp: TcpStream) -> io::Result<()> {
 }
 
 /// exec/attach/port-forward stand-in: 101, then echo every byte back.
-fn echo_upgrade(shared: &Shared, head: &RequestHead, cn: Option<String>, mut c: Conn) -> io::Result<()> {
+fn echo_upgrade(
+    shared: &Shared,
+    head: &RequestHead,
+    cn: Option<String>,
+    mut c: Conn,
+) -> io::Result<()> {
     let _ = Request::new(shared, head, Vec::new(), cn);
-    let proto = head.headers.get_str("upgrade").unwrap_or("SPDY/3.1").to_owned();
-    let answer = format!("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {proto}\r\n\r\n");
+    let proto = head
+        .headers
+        .get_str("upgrade")
+        .unwrap_or("SPDY/3.1")
+        .to_owned();
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {proto}\r\n\r\n"
+    );
     c.tls.write_all(answer.as_bytes())?;
     c.tls.flush()?;
     let early = std::mem::take(&mut c.buf);
@@ -400,6 +447,30 @@ fn echo_upgrade(shared: &Shared, head: &RequestHead, cn: Option<String>, mut c: 
         c.tls.write_all(&tmp[..n])?;
         c.tls.flush()?;
     }
+}
+
+/// The APIResourceList entries of `group/version` per the aggregated
+/// discovery fixture.
+fn legacy_resources(group_version: &str) -> Option<Value> {
+    let (group, version) = group_version.split_once('/')?;
+    let doc: Value = serde_json::from_slice(&fixture("apis-aggregated-discovery.body")).ok()?;
+    let item = doc["items"]
+        .as_array()?
+        .iter()
+        .find(|i| i["metadata"]["name"] == group)?;
+    let v = item["versions"]
+        .as_array()?
+        .iter()
+        .find(|v| v["version"] == version)?;
+    let resources: Vec<Value> = v["resources"]
+        .as_array()?
+        .iter()
+        .map(|r| {
+            json!({"name": r["resource"], "singularName": r["singularResource"], "namespaced": r["scope"] == "Namespaced",
+                   "kind": r["responseKind"]["kind"], "verbs": r["verbs"]})
+        })
+        .collect();
+    Some(Value::Array(resources))
 }
 
 /// One request being answered.
@@ -443,8 +514,8 @@ fn write_chunk(out: &mut Tls, data: &[u8]) -> io::Result<()> {
     out.flush()
 }
 
-fn query<'q>(q: Option<&'q str>, name: &str) -> Option<String> {
-    lite_apiserver::request::query_value(q, name).map(|v| percent_decode(v))
+fn query(q: Option<&str>, name: &str) -> Option<String> {
+    lite_apiserver::request::query_value(q, name).map(percent_decode)
 }
 
 fn percent_decode(v: &str) -> String {
@@ -454,7 +525,9 @@ fn percent_decode(v: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(x) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+            if let Ok(x) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+            {
                 out.push(x);
                 i += 3;
                 continue;
@@ -466,12 +539,27 @@ fn percent_decode(v: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-const PUBLIC: &[&str] = &["/readyz", "/healthz", "/livez", "/version", "/openid/v1/jwks", "/.well-known/openid-configuration"];
+const PUBLIC: &[&str] = &[
+    "/readyz",
+    "/healthz",
+    "/livez",
+    "/version",
+    "/openid/v1/jwks",
+    "/.well-known/openid-configuration",
+];
 
 impl<'a> Request<'a> {
-    fn new(shared: &'a Shared, head: &'a RequestHead, body: Vec<u8>, cn: Option<String>) -> Request<'a> {
+    fn new(
+        shared: &'a Shared,
+        head: &'a RequestHead,
+        body: Vec<u8>,
+        cn: Option<String>,
+    ) -> Request<'a> {
         let authorization = head.headers.get_str("authorization").map(str::to_owned);
-        let token = authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")).map(str::to_owned);
+        let token = authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::to_owned);
         let user = match (&cn, &token) {
             (Some(cn), _) => Some(cn.clone()),
             (None, Some(t)) => shared
@@ -495,7 +583,12 @@ impl<'a> Request<'a> {
                 .headers
                 .0
                 .iter()
-                .map(|h| (h.name.clone(), String::from_utf8_lossy(&h.value).into_owned()))
+                .map(|h| {
+                    (
+                        h.name.clone(),
+                        String::from_utf8_lossy(&h.value).into_owned(),
+                    )
+                })
                 .collect(),
         });
         let authenticated = user.is_some();
@@ -529,16 +622,44 @@ impl<'a> Request<'a> {
             return Ok(true);
         }
         match path {
-            "/readyz" | "/healthz" | "/livez" => return write_response(out, 200, "text/plain; charset=utf-8", b"ok").map(|_| true),
-            "/version" => return write_response(out, 200, "application/json", &fixture("version.body")).map(|_| true),
-            "/api" => return write_response(out, 200, "application/json", &fixture("api.body")).map(|_| true),
+            "/readyz" | "/healthz" | "/livez" => {
+                return write_response(out, 200, "text/plain; charset=utf-8", b"ok").map(|_| true)
+            }
+            "/version" => {
+                return write_response(out, 200, "application/json", &fixture("version.body"))
+                    .map(|_| true)
+            }
+            "/api" => {
+                return write_response(out, 200, "application/json", &fixture("api.body"))
+                    .map(|_| true)
+            }
             "/apis" if self.wants("APIGroupDiscoveryList") => {
                 let ct = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
-                return write_response(out, 200, ct, &fixture("apis-aggregated-discovery.body")).map(|_| true);
+                return write_response(out, 200, ct, &fixture("apis-aggregated-discovery.body"))
+                    .map(|_| true);
             }
-            "/apis" => return write_response(out, 200, "application/json", &fixture("apis.body")).map(|_| true),
-            "/api/v1" => return write_response(out, 200, "application/json", &fixture("api-v1-resources.body")).map(|_| true),
-            "/openid/v1/jwks" => return write_response(out, 200, "application/jwk-set+json", self.shared.signer.jwks().as_bytes()).map(|_| true),
+            "/apis" => {
+                return write_response(out, 200, "application/json", &fixture("apis.body"))
+                    .map(|_| true)
+            }
+            "/api/v1" => {
+                return write_response(
+                    out,
+                    200,
+                    "application/json",
+                    &fixture("api-v1-resources.body"),
+                )
+                .map(|_| true)
+            }
+            "/openid/v1/jwks" => {
+                return write_response(
+                    out,
+                    200,
+                    "application/jwk-set+json",
+                    self.shared.signer.jwks().as_bytes(),
+                )
+                .map(|_| true)
+            }
             "/.well-known/openid-configuration" => {
                 let doc = format!(
                     r#"{{"issuer":"https://kubernetes.default.svc.cluster.local","jwks_uri":"https://{}/openid/v1/jwks","response_types_supported":["id_token"],"subject_types_supported":["public"],"id_token_signing_alg_values_supported":["RS256","ES256"]}}"#,
@@ -548,16 +669,31 @@ impl<'a> Request<'a> {
             }
             _ => {}
         }
-        let class = Classified::new(&self.head.method, path, self.head.query(), self.head.is_upgrade());
+        let class = Classified::new(
+            &self.head.method,
+            path,
+            self.head.query(),
+            self.head.is_upgrade(),
+        );
         let Some(res) = class.resource.clone() else {
             if let Some(group) = path.strip_prefix("/apis/") {
                 return self.group_resources(out, group);
             }
-            let body = status_body(404, "NotFound", "the server could not find the requested resource", None);
+            let body = status_body(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                None,
+            );
             return write_response(out, 404, "application/json", &body).map(|_| true);
         };
         let writes = !class.verb.is_read();
-        if writes && self.user.as_ref().is_some_and(|u| self.shared.opts.read_only.contains(u)) {
+        if writes
+            && self
+                .user
+                .as_ref()
+                .is_some_and(|u| self.shared.opts.read_only.contains(u))
+        {
             let msg = format!(
                 "{} is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"\" in the namespace \"{}\"",
                 res.resource,
@@ -576,57 +712,96 @@ impl<'a> Request<'a> {
             (Verb::List, _) => self.list(out, &res.prefix, &res.resource, &ns),
             (Verb::Watch, _) => self.watch(out, &res.prefix, &res.resource, &ns),
             (Verb::Get, _) => self.get(out, &k),
-            (Verb::Create, Some("token")) if res.resource == "serviceaccounts" => self.token_request(out, &ns, &name),
+            (Verb::Create, Some("token")) if res.resource == "serviceaccounts" => {
+                self.token_request(out, &ns, &name)
+            }
             (Verb::Create, _) => self.create(out, &res.prefix, &res.resource, &ns),
             (Verb::Update, _) => self.update(out, &k),
             (Verb::Patch, _) => self.patch(out, &k),
             (Verb::Delete, _) => self.delete(out, &k),
             _ => {
-                let body = status_body(405, "MethodNotAllowed", "the server does not allow this method on the requested resource", None);
+                let body = status_body(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
+                    None,
+                );
                 write_response(out, 405, "application/json", &body).map(|_| true)
             }
         }
     }
 
-    fn group_resources(&self, out: &mut Tls, group: &str) -> io::Result<bool> {
-        let resources = match group {
-            "coordination.k8s.io/v1" => json!([{"name": "leases", "singularName": "lease", "namespaced": true, "kind": "Lease",
-                "verbs": ["create","delete","deletecollection","get","list","patch","update","watch"]}]),
-            "edge.example.com/v1" => json!([{"name": "widgets", "singularName": "widget", "namespaced": true, "kind": "Widget",
-                "verbs": ["delete","deletecollection","get","list","patch","create","update","watch"]}]),
-            _ => {
-                let body = status_body(404, "NotFound", "the server could not find the requested resource", None);
-                return write_response(out, 404, "application/json", &body).map(|_| true);
-            }
+    /// `/apis/G/V`: the resources of a group version, from the aggregated
+    /// discovery fixture (what the real server publishes), plus our CRD.
+    fn group_resources(&self, out: &mut Tls, group_version: &str) -> io::Result<bool> {
+        let Some(resources) = legacy_resources(group_version) else {
+            let body = status_body(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                None,
+            );
+            return write_response(out, 404, "application/json", &body).map(|_| true);
         };
-        let doc = json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group, "resources": resources});
-        write_response(out, 200, "application/json", &serde_json::to_vec(&doc).unwrap()).map(|_| true)
+        let doc = json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources});
+        write_response(
+            out,
+            200,
+            "application/json",
+            &serde_json::to_vec(&doc).unwrap(),
+        )
+        .map(|_| true)
     }
 
     fn not_found(&self, out: &mut Tls, k: &ObjKey) -> io::Result<bool> {
         let msg = format!("{} \"{}\" not found", k.1, k.3);
-        let body = status_body(404, "NotFound", &msg, Some(json!({"name": k.3, "kind": k.1})));
+        let body = status_body(
+            404,
+            "NotFound",
+            &msg,
+            Some(json!({"name": k.3, "kind": k.1})),
+        );
         write_response(out, 404, "application/json", &body).map(|_| true)
     }
 
     fn get(&self, out: &mut Tls, k: &ObjKey) -> io::Result<bool> {
         let obj = self.shared.world.lock().unwrap().objects.get(k).cloned();
-        let Some(obj) = obj else { return self.not_found(out, k) };
+        let Some(obj) = obj else {
+            return self.not_found(out, k);
+        };
         if self.wants("Table") {
-            let rv: u64 = obj.value["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let rv: u64 = obj.value["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             let t = world::table_of(&k.1, &[&obj.value], rv);
-            return write_response(out, 200, "application/json", &serde_json::to_vec(&t).unwrap()).map(|_| true);
+            return write_response(
+                out,
+                200,
+                "application/json",
+                &serde_json::to_vec(&t).unwrap(),
+            )
+            .map(|_| true);
         }
         if self.wants("PartialObjectMetadata") {
             let p = world::partial(&obj.value);
-            return write_response(out, 200, "application/json", &serde_json::to_vec(&p).unwrap()).map(|_| true);
+            return write_response(
+                out,
+                200,
+                "application/json",
+                &serde_json::to_vec(&p).unwrap(),
+            )
+            .map(|_| true);
         }
         write_response(out, 200, "application/json", &obj.bytes).map(|_| true)
     }
 
     fn selectors(&self) -> Selectors {
         let q = self.head.query();
-        Selectors::parse(query(q, "labelSelector").as_deref(), query(q, "fieldSelector").as_deref())
+        Selectors::parse(
+            query(q, "labelSelector").as_deref(),
+            query(q, "fieldSelector").as_deref(),
+        )
     }
 
     fn list(&self, out: &mut Tls, prefix: &str, resource: &str, ns: &str) -> io::Result<bool> {
@@ -643,7 +818,11 @@ impl<'a> Request<'a> {
             }
             None => (0, rv),
         };
-        let end = if limit > 0 { (start + limit).min(objs.len()) } else { objs.len() };
+        let end = if limit > 0 {
+            (start + limit).min(objs.len())
+        } else {
+            objs.len()
+        };
         let page = &objs[start.min(objs.len())..end];
         let mut meta = json!({"resourceVersion": list_rv.to_string()});
         if end < objs.len() {
@@ -654,12 +833,24 @@ impl<'a> Request<'a> {
             let values: Vec<&Value> = page.iter().map(|o| o.value.as_ref()).collect();
             let mut t = world::table_of(resource, &values, list_rv);
             t["metadata"] = meta;
-            return write_response(out, 200, "application/json", &serde_json::to_vec(&t).unwrap()).map(|_| true);
+            return write_response(
+                out,
+                200,
+                "application/json",
+                &serde_json::to_vec(&t).unwrap(),
+            )
+            .map(|_| true);
         }
         if self.wants("PartialObjectMetadataList") {
             let items: Vec<Value> = page.iter().map(|o| world::partial(&o.value)).collect();
             let l = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items});
-            return write_response(out, 200, "application/json", &serde_json::to_vec(&l).unwrap()).map(|_| true);
+            return write_response(
+                out,
+                200,
+                "application/json",
+                &serde_json::to_vec(&l).unwrap(),
+            )
+            .map(|_| true);
         }
         let envelope = format!(
             r#"{{"kind":"{}List","apiVersion":"{}","metadata":{},"items":["#,
@@ -667,7 +858,8 @@ impl<'a> Request<'a> {
             world::api_version_of(prefix),
             meta
         );
-        let total: usize = page.iter().map(|o| o.bytes.len() + 1).sum::<usize>() + envelope.len() + 2;
+        let total: usize =
+            page.iter().map(|o| o.bytes.len() + 1).sum::<usize>() + envelope.len() + 2;
         if total < 1 << 20 {
             let mut body = envelope.into_bytes();
             for (i, o) in page.iter().enumerate() {
@@ -713,11 +905,15 @@ impl<'a> Request<'a> {
 
     fn watch(&self, out: &mut Tls, prefix: &str, resource: &str, ns: &str) -> io::Result<bool> {
         let q = self.head.query();
-        let timeout = query(q, "timeoutSeconds").and_then(|t| t.parse().ok()).unwrap_or(1800u64);
+        let timeout = query(q, "timeoutSeconds")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(1800u64);
         let deadline = Instant::now() + Duration::from_secs(timeout);
         let bookmarks = query(q, "allowWatchBookmarks").is_some_and(|v| v == "true");
         let selectors = self.selectors();
-        let start: Option<u64> = query(q, "resourceVersion").and_then(|r| r.parse().ok()).filter(|r| *r > 0);
+        let start: Option<u64> = query(q, "resourceVersion")
+            .and_then(|r| r.parse().ok())
+            .filter(|r| *r > 0);
         out.write_all(b"HTTP/1.1 200 OK\r\nCache-Control: no-cache, private\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")?;
         out.flush()?;
         let mut cursor;
@@ -727,7 +923,13 @@ impl<'a> Request<'a> {
                 Some(rv) if rv < w.oldest_rv => {
                     let line = format!(
                         "{{\"type\":\"ERROR\",\"object\":{}}}\n",
-                        String::from_utf8(status_body(410, "Expired", &format!("too old resource version: {rv} ({})", w.oldest_rv), None)).unwrap()
+                        String::from_utf8(status_body(
+                            410,
+                            "Expired",
+                            &format!("too old resource version: {rv} ({})", w.oldest_rv),
+                            None
+                        ))
+                        .unwrap()
                     );
                     drop(w);
                     write_chunk(out, line.as_bytes())?;
@@ -762,7 +964,9 @@ impl<'a> Request<'a> {
                     .history
                     .iter()
                     .filter(|c| c.rv > cursor)
-                    .filter(|c| c.key.0 == prefix && c.key.1 == resource && (ns.is_empty() || c.key.2 == ns))
+                    .filter(|c| {
+                        c.key.0 == prefix && c.key.1 == resource && (ns.is_empty() || c.key.2 == ns)
+                    })
                     .filter(|c| selectors.matches(&c.obj.value))
                     .cloned()
                     .collect();
@@ -795,22 +999,37 @@ impl<'a> Request<'a> {
     }
 
     fn bad_body(&self, out: &mut Tls) -> io::Result<bool> {
-        let body = status_body(400, "BadRequest", "the request body is not valid JSON", None);
+        let body = status_body(
+            400,
+            "BadRequest",
+            "the request body is not valid JSON",
+            None,
+        );
         write_response(out, 400, "application/json", &body).map(|_| true)
     }
 
     fn create(&self, out: &mut Tls, prefix: &str, resource: &str, ns: &str) -> io::Result<bool> {
-        let Some(value) = self.parse_body() else { return self.bad_body(out) };
-        let name = value["metadata"]["name"].as_str().map(str::to_owned).unwrap_or_else(|| {
-            let base = value["metadata"]["generateName"].as_str().unwrap_or("gen-");
-            format!("{base}{}", self.shared.world.lock().unwrap().rv)
-        });
+        let Some(value) = self.parse_body() else {
+            return self.bad_body(out);
+        };
+        let name = value["metadata"]["name"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                let base = value["metadata"]["generateName"].as_str().unwrap_or("gen-");
+                format!("{base}{}", self.shared.world.lock().unwrap().rv)
+            });
         let k = key(prefix, resource, ns, &name);
         let mut w = self.shared.world.lock().unwrap();
         if w.objects.contains_key(&k) {
             drop(w);
             let msg = format!("{resource} \"{name}\" already exists");
-            let body = status_body(409, "AlreadyExists", &msg, Some(json!({"name": name, "kind": resource})));
+            let body = status_body(
+                409,
+                "AlreadyExists",
+                &msg,
+                Some(json!({"name": name, "kind": resource})),
+            );
             return write_response(out, 409, "application/json", &body).map(|_| true);
         }
         let obj = w.put(k, value);
@@ -820,7 +1039,9 @@ impl<'a> Request<'a> {
     }
 
     fn update(&self, out: &mut Tls, k: &ObjKey) -> io::Result<bool> {
-        let Some(value) = self.parse_body() else { return self.bad_body(out) };
+        let Some(value) = self.parse_body() else {
+            return self.bad_body(out);
+        };
         let mut w = self.shared.world.lock().unwrap();
         if !w.objects.contains_key(k) {
             drop(w);
@@ -833,7 +1054,9 @@ impl<'a> Request<'a> {
     }
 
     fn patch(&self, out: &mut Tls, k: &ObjKey) -> io::Result<bool> {
-        let Some(patch) = self.parse_body() else { return self.bad_body(out) };
+        let Some(patch) = self.parse_body() else {
+            return self.bad_body(out);
+        };
         let mut w = self.shared.world.lock().unwrap();
         let Some(current) = w.objects.get(k).map(|o| (*o.value).clone()) else {
             drop(w);
@@ -857,7 +1080,10 @@ impl<'a> Request<'a> {
     }
 
     fn token_request(&self, out: &mut Tls, ns: &str, name: &str) -> io::Result<bool> {
-        let spec = self.parse_body().map(|v| v["spec"].clone()).unwrap_or(json!({}));
+        let spec = self
+            .parse_body()
+            .map(|v| v["spec"].clone())
+            .unwrap_or(json!({}));
         let ttl = spec["expirationSeconds"].as_i64().unwrap_or(3600).max(1);
         let token = self.shared.signer.token(ns, name, ttl, false);
         let exp = super::sa::unix_now() as i64 + ttl;
@@ -868,6 +1094,12 @@ impl<'a> Request<'a> {
                      "expirationSeconds": ttl, "boundObjectRef": null},
             "status": {"token": token, "expirationTimestamp": super::sa::rfc3339(exp as u64)}
         });
-        write_response(out, 201, "application/json", &serde_json::to_vec(&answer).unwrap()).map(|_| true)
+        write_response(
+            out,
+            201,
+            "application/json",
+            &serde_json::to_vec(&answer).unwrap(),
+        )
+        .map(|_| true)
     }
 }

@@ -15,7 +15,8 @@ use std::path::PathBuf;
 
 /// A fresh temp directory for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lite-apiserver-test-{name}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("lite-apiserver-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    SanType,
+};
 
 /// A CA that can issue certificates.
 pub struct Ca {
@@ -37,7 +40,11 @@ impl Ca {
         dn.push(DnType::CommonName, format!("{name}-ca"));
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         let pem = dir.join(format!("{name}-ca.pem"));
@@ -50,7 +57,9 @@ impl Ca {
         let mut sans = vec!["localhost".to_owned()];
         sans.extend(dns.iter().map(|s| s.to_string()));
         let mut params = CertificateParams::new(sans).unwrap();
-        params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name);
         params.distinguished_name = dn;
@@ -115,7 +124,11 @@ impl Pki {
         let ca = Ca::new(dir, "cluster");
         let rogue_ca = Ca::new(dir, "rogue");
         Pki {
-            upstream: ca.server(dir, "kube-apiserver", &["kubernetes", "kubernetes.default.svc"]),
+            upstream: ca.server(
+                dir,
+                "kube-apiserver",
+                &["kubernetes", "kubernetes.default.svc"],
+            ),
             proxy: ca.server(dir, "lite-apiserver", &["kubernetes.default.svc"]),
             node: ca.client(dir, "system:node:edge-1", Some("system:nodes")),
             kube_proxy: ca.client(dir, "system:kube-proxy", None),

@@ -27,7 +27,12 @@ pub fn rfc3339(t: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 pub struct Signer {
@@ -40,8 +45,14 @@ pub struct Signer {
 
 fn ec_key() -> EcdsaKeyPair {
     let rng = SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap()
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    EcdsaKeyPair::from_pkcs8(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        pkcs8.as_ref(),
+        &rng,
+    )
+    .unwrap()
 }
 
 impl Signer {
@@ -81,7 +92,11 @@ impl Signer {
     }
 
     fn sign(header: &str, payload: &str, f: impl Fn(&[u8]) -> Vec<u8>) -> String {
-        let msg = format!("{}.{}", b64url_encode(header.as_bytes()), b64url_encode(payload.as_bytes()));
+        let msg = format!(
+            "{}.{}",
+            b64url_encode(header.as_bytes()),
+            b64url_encode(payload.as_bytes())
+        );
         let sig = f(msg.as_bytes());
         format!("{msg}.{}", b64url_encode(&sig))
     }
@@ -91,11 +106,24 @@ impl Signer {
     pub fn token(&self, ns: &str, name: &str, ttl: i64, es256: bool) -> String {
         let payload = Self::payload(ns, name, ttl);
         if es256 {
-            Self::sign(r#"{"alg":"ES256","kid":"ec-1"}"#, &payload, |m| self.ec.sign(&SystemRandom::new(), m).unwrap().as_ref().to_vec())
+            Self::sign(r#"{"alg":"ES256","kid":"ec-1"}"#, &payload, |m| {
+                self.ec
+                    .sign(&SystemRandom::new(), m)
+                    .unwrap()
+                    .as_ref()
+                    .to_vec()
+            })
         } else {
             Self::sign(r#"{"alg":"RS256","kid":"rsa-1"}"#, &payload, |m| {
                 let mut sig = vec![0; self.rsa.public().modulus_len()];
-                self.rsa.sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), m, &mut sig).unwrap();
+                self.rsa
+                    .sign(
+                        &signature::RSA_PKCS1_SHA256,
+                        &SystemRandom::new(),
+                        m,
+                        &mut sig,
+                    )
+                    .unwrap();
                 sig
             })
         }
@@ -104,7 +132,13 @@ impl Signer {
     /// Signed with a key nobody publishes (same kid as the real EC key).
     pub fn token_unknown_key(&self, ns: &str, name: &str) -> String {
         let payload = Self::payload(ns, name, 3600);
-        Self::sign(r#"{"alg":"ES256","kid":"ec-1"}"#, &payload, |m| self.unknown.sign(&SystemRandom::new(), m).unwrap().as_ref().to_vec())
+        Self::sign(r#"{"alg":"ES256","kid":"ec-1"}"#, &payload, |m| {
+            self.unknown
+                .sign(&SystemRandom::new(), m)
+                .unwrap()
+                .as_ref()
+                .to_vec()
+        })
     }
 
     /// The subject of a token this double signed and that is still valid.

@@ -46,7 +46,12 @@ impl Setup {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let proxy = Daemon::start(&dir.join("cache"), &args);
-        Setup { dir, pki, double, proxy }
+        Setup {
+            dir,
+            pki,
+            double,
+            proxy,
+        }
     }
 
     /// A raw client of lite-apiserver with `cert`.
@@ -56,12 +61,22 @@ impl Setup {
 
     /// kubectl through lite-apiserver with the node's cert.
     pub fn kubectl(&self) -> Kubectl {
-        Kubectl::new(&self.proxy.url(), &self.pki.ca.pem, Auth::Cert(self.pki.node.clone()), &self.dir)
+        Kubectl::new(
+            &self.proxy.url(),
+            &self.pki.ca.pem,
+            Auth::Cert(self.pki.node.clone()),
+            &self.dir,
+        )
     }
 
     /// kubectl straight to the double.
     pub fn kubectl_direct(&self) -> Kubectl {
-        Kubectl::new(&self.double.url(), &self.pki.ca.pem, Auth::Cert(self.pki.node.clone()), &self.dir)
+        Kubectl::new(
+            &self.double.url(),
+            &self.pki.ca.pem,
+            Auth::Cert(self.pki.node.clone()),
+            &self.dir,
+        )
     }
 
     /// Waits until the proxy's metrics say online (or offline).
@@ -69,7 +84,11 @@ impl Setup {
         let want = if online { 1.0 } else { 0.0 };
         let deadline = Instant::now() + Duration::from_secs(15);
         while self.proxy.metric("lite_apiserver_upstream_online") != want {
-            assert!(Instant::now() < deadline, "proxy never went online={online}\n{}", self.proxy.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "proxy never went online={online}\n{}",
+                self.proxy.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -66,14 +66,19 @@ pub fn kind_of(resource: &str) -> String {
         other => {
             let singular = other.strip_suffix('s').unwrap_or(other);
             let mut c = singular.chars();
-            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
         }
     }
 }
 
 /// `v1` for `/api/v1`, `G/V` for `/apis/G/V`.
 pub fn api_version_of(prefix: &str) -> String {
-    prefix.trim_start_matches("/api/").trim_start_matches("/apis/").to_owned()
+    prefix
+        .trim_start_matches("/api/")
+        .trim_start_matches("/apis/")
+        .to_owned()
 }
 
 impl World {
@@ -125,7 +130,10 @@ impl World {
             }
             None => {
                 self.uid += 1;
-                meta.insert("uid".into(), json!(format!("00000000-0000-4000-8000-{:012x}", self.uid)));
+                meta.insert(
+                    "uid".into(),
+                    json!(format!("00000000-0000-4000-8000-{:012x}", self.uid)),
+                );
                 meta.insert("creationTimestamp".into(), json!("2026-11-23T07:50:37Z"));
             }
         }
@@ -134,7 +142,15 @@ impl World {
         obj.insert("apiVersion".into(), json!(api_version_of(&key.0)));
         let obj = Self::finish(value);
         self.objects.insert(key.clone(), obj.clone());
-        self.record(if existing.is_some() { "MODIFIED" } else { "ADDED" }, key, obj.clone());
+        self.record(
+            if existing.is_some() {
+                "MODIFIED"
+            } else {
+                "ADDED"
+            },
+            key,
+            obj.clone(),
+        );
         obj
     }
 
@@ -154,7 +170,12 @@ impl World {
     pub fn list(&self, prefix: &str, resource: &str, ns: &str, selectors: &Selectors) -> Vec<Obj> {
         self.objects
             .iter()
-            .filter(|(k, o)| k.0 == prefix && k.1 == resource && (ns.is_empty() || k.2 == ns) && selectors.matches(&o.value))
+            .filter(|(k, o)| {
+                k.0 == prefix
+                    && k.1 == resource
+                    && (ns.is_empty() || k.2 == ns)
+                    && selectors.matches(&o.value)
+            })
             .map(|(_, o)| o.clone())
             .collect()
     }
@@ -210,14 +231,24 @@ const NAME_DESCRIPTION: &str = "Name must be unique within a namespace. Is requi
 
 /// Table columns for a resource.
 pub fn columns(resource: &str) -> Value {
-    let col = |name: &str, format: &str, description: &str| {
-        json!({"name": name, "type": "string", "format": format, "description": description, "priority": 0})
-    };
+    let col = |name: &str, format: &str, description: &str| json!({"name": name, "type": "string", "format": format, "description": description, "priority": 0});
     let mut cols = vec![col("Name", "name", NAME_DESCRIPTION)];
     if resource == "pods" {
-        cols.push(col("Ready", "", "The aggregate readiness state of this pod for accepting traffic."));
-        cols.push(col("Status", "", "The aggregate status of the containers in this pod."));
-        cols.push(col("Restarts", "", "The number of times the containers in this pod have been restarted."));
+        cols.push(col(
+            "Ready",
+            "",
+            "The aggregate readiness state of this pod for accepting traffic.",
+        ));
+        cols.push(col(
+            "Status",
+            "",
+            "The aggregate status of the containers in this pod.",
+        ));
+        cols.push(col(
+            "Restarts",
+            "",
+            "The number of times the containers in this pod have been restarted.",
+        ));
     }
     cols.push(col("Age", "", "CreationTimestamp is a timestamp representing the server time when this object was created."));
     Value::Array(cols)
@@ -230,7 +261,11 @@ pub fn row(resource: &str, obj: &Value) -> Value {
     if resource == "pods" {
         let total = obj["spec"]["containers"].as_array().map_or(0, Vec::len);
         cells.push(json!(format!("0/{total}")));
-        cells.push(obj["status"]["phase"].as_str().map_or(json!("Pending"), |p| json!(p)));
+        cells.push(
+            obj["status"]["phase"]
+                .as_str()
+                .map_or(json!("Pending"), |p| json!(p)),
+        );
         cells.push(json!("0"));
     }
     cells.push(json!("1d"));

@@ -38,6 +38,8 @@ pub struct Recorded {
     pub user: Option<String>,
     /// CN of the client certificate, if any.
     pub cn: Option<String>,
+    /// SHA-256 (hex) of the client certificate, if any.
+    pub cert_sha: Option<String>,
     pub authorization: Option<String>,
     pub user_agent: Option<String>,
     pub accept: Option<String>,
@@ -396,16 +398,17 @@ fn serve(shared: Arc<Shared>, tcp: TcpStream) -> io::Result<()> {
         if !shared.running.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let cn = c
+        let peer = c
             .tls
             .conn
             .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|cert| lite_apiserver::tls::common_name(cert.as_ref()));
+            .and_then(|chain| chain.first());
+        let cn = peer.and_then(|cert| lite_apiserver::tls::common_name(cert.as_ref()));
+        let sha = peer.map(|cert| sha256_hex(cert.as_ref()));
         if head.is_upgrade() {
-            return echo_upgrade(&shared, &head, cn, c);
+            return echo_upgrade(&shared, &head, (cn, sha), c);
         }
-        let keep = Request::new(&shared, &head, body, cn).answer(&mut c.tls)?;
+        let keep = Request::new(&shared, &head, body, (cn, sha)).answer(&mut c.tls)?;
         if !keep || !head.keep_alive() {
             c.tls.conn.send_close_notify();
             let _ = c.tls.flush();
@@ -416,13 +419,8 @@ fn serve(shared: Arc<Shared>, tcp: TcpStream) -> io::Result<()> {
 }
 
 /// exec/attach/port-forward stand-in: 101, then echo every byte back.
-fn echo_upgrade(
-    shared: &Shared,
-    head: &RequestHead,
-    cn: Option<String>,
-    mut c: Conn,
-) -> io::Result<()> {
-    let _ = Request::new(shared, head, Vec::new(), cn);
+fn echo_upgrade(shared: &Shared, head: &RequestHead, peer: Peer, mut c: Conn) -> io::Result<()> {
+    let _ = Request::new(shared, head, Vec::new(), peer);
     let proto = head
         .headers
         .get_str("upgrade")
@@ -471,6 +469,18 @@ fn legacy_resources(group_version: &str) -> Option<Value> {
         })
         .collect();
     Some(Value::Array(resources))
+}
+
+/// The client certificate's CN and SHA-256.
+type Peer = (Option<String>, Option<String>);
+
+/// Hex SHA-256 of DER bytes.
+pub fn sha256_hex(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// One request being answered.
@@ -553,7 +563,7 @@ impl<'a> Request<'a> {
         shared: &'a Shared,
         head: &'a RequestHead,
         body: Vec<u8>,
-        cn: Option<String>,
+        (cn, cert_sha): Peer,
     ) -> Request<'a> {
         let authorization = head.headers.get_str("authorization").map(str::to_owned);
         let token = authorization
@@ -576,6 +586,7 @@ impl<'a> Request<'a> {
             target: head.target.clone(),
             user: user.clone(),
             cn: cn.clone(),
+            cert_sha,
             authorization,
             user_agent: head.headers.get_str("user-agent").map(str::to_owned),
             accept: head.headers.get_str("accept").map(str::to_owned),

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod connect;
 pub mod daemon;
 pub mod double;
 pub mod kubectl;

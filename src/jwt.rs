@@ -11,7 +11,6 @@
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-use miniserde::Deserialize;
 use ring::signature;
 
 use crate::cache::json;
@@ -115,12 +114,8 @@ impl Key {
     }
 }
 
-#[derive(Deserialize)]
-struct JwksDoc {
-    keys: Vec<JwkDoc>,
-}
-
-#[derive(Deserialize)]
+/// The members of one JWK we use.
+#[derive(Default)]
 struct JwkDoc {
     kty: String,
     kid: Option<String>,
@@ -129,6 +124,28 @@ struct JwkDoc {
     crv: Option<String>,
     x: Option<String>,
     y: Option<String>,
+}
+
+impl JwkDoc {
+    /// Reads the string members of one key object (others are ignored).
+    fn scan(doc: &[u8], key: std::ops::Range<usize>) -> JwkDoc {
+        let mut jwk = JwkDoc::default();
+        let _ = json::for_each_member(&doc[..key.end], key.start, |b, m| {
+            let value = json::string_value(&b[m.value.clone()]);
+            match &b[m.key.clone()] {
+                b"kty" => jwk.kty = value.unwrap_or_default(),
+                b"kid" => jwk.kid = value,
+                b"n" => jwk.n = value,
+                b"e" => jwk.e = value,
+                b"crv" => jwk.crv = value,
+                b"x" => jwk.x = value,
+                b"y" => jwk.y = value,
+                _ => {}
+            }
+            true
+        });
+        jwk
+    }
 }
 
 /// The cluster's service-account signing keys.
@@ -143,10 +160,28 @@ impl Jwks {
         if doc.len() > MAX_JWKS {
             return Err(JwtError::BadJwks("document too large".into()));
         }
-        let text = std::str::from_utf8(doc).map_err(|_| JwtError::BadJwks("not UTF-8".into()))?;
-        let parsed: JwksDoc = miniserde::json::from_str(text)
-            .map_err(|_| JwtError::BadJwks("not a JWKS document".into()))?;
-        let keys: Vec<Key> = parsed.keys.into_iter().filter_map(key_from_doc).collect();
+        // The document is small and bounded; the byte scanner reads it
+        // without building a tree (and keeps miniserde out of the binary).
+        let not_jwks = || JwtError::BadJwks("not a JWKS document".into());
+        let array = json::member(doc, 0, "keys").ok_or_else(not_jwks)?;
+        if doc.get(array.start) != Some(&b'[') {
+            return Err(not_jwks());
+        }
+        let mut keys = Vec::new();
+        let mut at = array.start + 1;
+        loop {
+            at = json::skip_ws(doc, at);
+            match doc.get(at) {
+                Some(b']') => break,
+                Some(b',') => at += 1,
+                Some(b'{') => {
+                    let key = json::value_range(doc, at).map_err(|_| not_jwks())?;
+                    at = key.end;
+                    keys.extend(key_from_doc(JwkDoc::scan(doc, key)));
+                }
+                _ => return Err(not_jwks()),
+            }
+        }
         if keys.is_empty() {
             return Err(JwtError::BadJwks("no RSA or P-256 keys".into()));
         }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub struct Daemon {
     child: Option<Child>,
     bin: PathBuf,
+    /// Arguments before the daemon's own (e.g. the binary, under qemu).
+    pre: Vec<String>,
     args: Vec<String>,
     /// The TLS listener.
     pub addr: SocketAddr,
@@ -44,6 +46,16 @@ impl Daemon {
     /// Starts the binary with `args` plus listen/admin/cache-dir flags, and
     /// waits until it accepts connections.
     pub fn start(cache_dir: &Path, args: &[String]) -> Daemon {
+        Daemon::start_with(binary(), Vec::new(), cache_dir, args)
+    }
+
+    /// Starts `program pre... args...` (e.g. `qemu-arm-static BINARY ...`).
+    pub fn start_with(
+        program: PathBuf,
+        pre: Vec<String>,
+        cache_dir: &Path,
+        args: &[String],
+    ) -> Daemon {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut all = vec![
@@ -58,7 +70,8 @@ impl Daemon {
         let log = cache_dir.with_extension(format!("log-{}", addr.port()));
         let mut d = Daemon {
             child: None,
-            bin: binary(),
+            bin: program,
+            pre,
             args: all,
             addr,
             admin,
@@ -72,6 +85,7 @@ impl Daemon {
     fn spawn(&mut self) {
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = Command::new(&self.bin)
+            .args(&self.pre)
             .args(&self.args)
             .env(
                 "RUST_LOG",

@@ -71,8 +71,7 @@ fn run_target(target: &str, qemu: &str) {
         double
             .requests()
             .iter()
-            .filter(|r| r.target == path)
-            .last()
+            .rfind(|r| r.target == path)
             .and_then(|r| r.cn.clone())
             .as_deref(),
         Some("system:node:edge-1")

@@ -455,11 +455,11 @@ async fn store_answer(
 ) -> Result<(), crate::cache::store::StoreError> {
     let rv = crate::cache::json::resource_version(prefix);
     if class.verb != Verb::List {
-        return tee.commit(rv).await;
+        return tee.commit_queued(None, rv).await;
     }
     match paging::classify(head.query(), prefix) {
         Page::Whole => {
-            tee.commit(rv).await?;
+            tee.commit_queued(None, rv).await?;
             state.store.converge(key).await;
         }
         Page::Part { this, next } => {
@@ -473,7 +473,7 @@ async fn store_answer(
             ) else {
                 return Ok(());
             };
-            tee.commit_to(Some(&page), rv).await?;
+            tee.commit_queued(Some(&page), rv).await?;
             if let Some(pages) = state.pages.add(key, page, this.as_deref(), next.as_deref()) {
                 state.store.assemble(key, pages).await?;
                 state.store.converge(key).await;

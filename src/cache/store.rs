@@ -105,6 +105,7 @@ pub struct StoreStats {
     list_rewrites: AtomicU64,
     events_applied: AtomicU64,
     torn_removed: AtomicU64,
+    unchanged: AtomicU64,
 }
 
 impl StoreStats {
@@ -148,6 +149,11 @@ impl StoreStats {
                 "Bad entry files removed.",
                 &self.torn_removed,
             ),
+            (
+                "lite_apiserver_cache_unchanged_total",
+                "Answers not rewritten: same resourceVersion as the entry.",
+                &self.unchanged,
+            ),
         ];
         for (name, help, value) in counters {
             out.push_str(&format!(
@@ -175,7 +181,8 @@ enum Job {
         resource_version: Option<String>,
         /// Publish under another key than the one begun with.
         dest: Option<PathBuf>,
-        done: Sender<Result<(), StoreError>>,
+        /// Where to report the result; `None`: log failures.
+        done: Option<Sender<Result<(), StoreError>>>,
     },
     Assemble {
         list: CacheKey,
@@ -500,10 +507,28 @@ impl EntryWriter {
                 id: self.id,
                 resource_version,
                 dest,
-                done,
+                done: Some(done),
             })
             .await?;
         result.recv().await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues the commit without waiting for the disk: the request path
+    /// must not pay for an fsync. The writer thread publishes it in order
+    /// with every later job (so a page assembly queued next sees it) and
+    /// logs a failure; [`Store::flush`] waits for it.
+    pub async fn commit_queued(mut self, key: Option<&CacheKey>, resource_version: Option<String>) -> Result<(), StoreError> {
+        let dest = key.map(|k| self.store.inner.dir.join(k.rel_path()));
+        self.start().await?;
+        self.finished = true;
+        self.store
+            .send(Job::Commit {
+                id: self.id,
+                resource_version,
+                dest,
+                done: None,
+            })
+            .await
     }
 }
 
@@ -527,6 +552,10 @@ struct Pending {
     header_len: u64,
     written: u64,
     failed: Option<io::Error>,
+    /// The entry this one replaces, when nothing but the body could differ
+    /// (same status, content type and readers): if the body turns out to
+    /// have the same resourceVersion and length, the write is skipped.
+    same_as: Option<EntryMeta>,
 }
 
 /// The writer thread's state.
@@ -561,7 +590,16 @@ impl Writer {
                     done,
                 } => {
                     let result = self.commit(id, resource_version, dest);
-                    let _ = done.try_send(result);
+                    match done {
+                        Some(done) => {
+                            let _ = done.try_send(result);
+                        }
+                        None => {
+                            if let Err(e) = result {
+                                log::warn!("cache: could not store an entry: {e}");
+                            }
+                        }
+                    }
                 }
                 Job::Assemble { list, pages, done } => {
                     let result = self.assemble(&list, &pages);
@@ -597,13 +635,17 @@ impl Writer {
 
     fn begin(&mut self, id: u64, rel: &Path, mut meta: EntryMeta, credential: Option<Credential>) {
         let dest = self.inner.dir.join(rel);
-        meta.allow = previous_allow(&dest);
+        let previous = previous_meta(&dest);
+        meta.allow = previous.as_ref().map(|m| m.allow.clone()).unwrap_or_default();
+        let known_reader = credential.as_ref().is_none_or(|c| meta.allow.contains(c));
         if let Some(c) = credential {
             meta.allow.retain(|a| a != &c);
             meta.allow.push(c);
         }
+        let same_as = previous.filter(|old| known_reader && old.status == meta.status && old.content_type == meta.content_type);
         match self.create_tmp(&dest, &meta) {
-            Ok(p) => {
+            Ok(mut p) => {
+                p.same_as = same_as;
                 self.pending.insert(id, p);
             }
             Err(e) => log::warn!("cache: cannot write {}: {e}", dest.display()),
@@ -641,6 +683,7 @@ impl Writer {
             header_len: header.bytes.len() as u64,
             written: 0,
             failed: None,
+            same_as: None,
         })
     }
 
@@ -673,6 +716,16 @@ impl Writer {
             p.dest = dest;
         }
         let tmp = p.tmp.clone();
+        if is_unchanged(&p, resource_version.as_deref()) {
+            // The same version of the same answer for a known reader: keep
+            // the published file, spare the flash a rewrite and an fsync.
+            let _ = fs::remove_file(&tmp);
+            if let Ok(file) = File::open(&p.dest) {
+                touch(&file);
+            }
+            self.inner.stats.unchanged.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         let result = self.publish(p, resource_version.as_deref());
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -934,15 +987,21 @@ impl<W: Write> Write for CountingWriter<'_, W> {
     }
 }
 
-/// The allow list of the valid entry at `dest`, if any.
-fn previous_allow(dest: &Path) -> Vec<Credential> {
-    let Ok(mut file) = File::open(dest) else {
-        return Vec::new();
-    };
+/// The header of the valid entry at `dest`, if any.
+fn previous_meta(dest: &Path) -> Option<EntryMeta> {
+    let mut file = File::open(dest).ok()?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    EntryMeta::read_from(&mut file, len)
-        .map(|(m, _)| m.allow)
-        .unwrap_or_default()
+    EntryMeta::read_from(&mut file, len).ok().map(|(m, _)| m)
+}
+
+/// Whether a finished write would publish what is already there: same
+/// resourceVersion (objects and lists change it on every change), same
+/// length, and nothing else in the header differs.
+fn is_unchanged(p: &Pending, resource_version: Option<&str>) -> bool {
+    p.failed.is_none()
+        && p.same_as.as_ref().is_some_and(|old| {
+            resource_version.is_some() && old.resource_version.as_deref() == resource_version && old.length == p.written
+        })
 }
 
 fn fsync_dir(dir: &Path) -> io::Result<()> {

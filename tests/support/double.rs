@@ -68,6 +68,7 @@ struct Shared {
     signer: Signer,
     opts: Opts,
     delay_ms: AtomicU64,
+    recording: AtomicBool,
 }
 
 /// The running double.
@@ -119,6 +120,7 @@ impl Double {
             signer: Signer::new(),
             opts: opts.clone(),
             delay_ms: AtomicU64::new(0),
+            recording: AtomicBool::new(true),
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -219,6 +221,11 @@ impl Double {
 
     pub fn clear_requests(&self) {
         self.shared.requests.lock().unwrap().clear();
+    }
+
+    /// Turns the request log off (benchmarks) or on.
+    pub fn set_recording(&self, on: bool) {
+        self.shared.recording.store(on, Ordering::SeqCst);
     }
 
     /// Delays every answer (a slow link).
@@ -581,7 +588,8 @@ impl<'a> Request<'a> {
                 .or_else(|| shared.signer.verify(t)),
             (None, None) => None,
         };
-        shared.requests.lock().unwrap().push(Recorded {
+        if shared.recording.load(Ordering::Relaxed) {
+            shared.requests.lock().unwrap().push(Recorded {
             method: head.method.clone(),
             target: head.target.clone(),
             user: user.clone(),
@@ -601,7 +609,8 @@ impl<'a> Request<'a> {
                     )
                 })
                 .collect(),
-        });
+            });
+        }
         let authenticated = user.is_some();
         Request {
             shared,

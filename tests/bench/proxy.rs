@@ -1,0 +1,425 @@
+//! `cargo bench --bench proxy [-- --quick]`: footprint and latency of
+//! lite-apiserver side by side with a direct connection to the upstream
+//! double and with nginx as a TLS reverse proxy, in one run.
+//!
+//! Systems are measured in alternating rounds (direct, lite, nginx, direct,
+//! ...) so machine noise hits all three alike; the report gives medians and
+//! ratios. It is a benchmark, never a pass/fail test: budgets are printed
+//! next to the numbers, not asserted. Everything it starts is stopped on
+//! exit, even on failure (children are killed on drop).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod load;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::daemon::Daemon;
+use support::double::{Double, Opts};
+use support::pki::Pki;
+
+struct Settings {
+    quick: bool,
+    rounds: usize,
+    requests: usize,
+    tput_secs: f64,
+    watch_secs: u64,
+}
+
+/// One report row.
+struct Row {
+    metric: String,
+    unit: &'static str,
+    direct: Option<f64>,
+    lite: Option<f64>,
+    nginx: Option<f64>,
+    budget: Option<f64>,
+}
+
+fn row(metric: &str, unit: &'static str, direct: Option<f64>, lite: Option<f64>, nginx: Option<f64>, budget: Option<f64>) -> Row {
+    Row {
+        metric: metric.to_owned(),
+        unit,
+        direct,
+        lite,
+        nginx,
+        budget,
+    }
+}
+
+/// nginx as a TLS reverse proxy to the same upstream.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_nginx() -> Option<PathBuf> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"].iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
+fn start_nginx(dir: &Path, pki: &Pki, upstream: SocketAddr) -> Option<Nginx> {
+    let bin = find_nginx()?;
+    let port = support::daemon::free_port();
+    let conf = dir.join("nginx.conf");
+    let text = format!(
+        r#"daemon off;
+worker_processes 2;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/nginx-body;
+  proxy_temp_path {dir}/nginx-proxy;
+  upstream up {{ server {upstream}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.3;
+    ssl_client_certificate {ca};
+    ssl_verify_client optional;
+    location / {{
+      proxy_pass https://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_ssl_protocols TLSv1.3;
+      proxy_ssl_trusted_certificate {ca};
+      proxy_ssl_verify on;
+      proxy_ssl_name localhost;
+      proxy_ssl_server_name on;
+      proxy_ssl_certificate {node_cert};
+      proxy_ssl_certificate_key {node_key};
+      proxy_ssl_session_reuse on;
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 3600s;
+    }}
+  }}
+}}
+"#,
+        dir = dir.display(),
+        cert = pki.proxy.cert.display(),
+        key = pki.proxy.key.display(),
+        ca = pki.ca.pem.display(),
+        node_cert = pki.node.cert.display(),
+        node_key = pki.node.key.display(),
+    );
+    std::fs::write(&conf, text).ok()?;
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Nginx { child, addr })
+}
+
+/// (VmRSS, VmHWM) in KiB of a process.
+fn rss_kib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn lite_args(double: &Double, pki: &Pki) -> Vec<String> {
+    [
+        "--server", &double.url(),
+        "--ca-file", &pki.ca.pem.display().to_string(),
+        "--tls-cert-file", &pki.proxy.cert.display().to_string(),
+        "--tls-private-key-file", &pki.proxy.key.display().to_string(),
+        "--client-ca-file", &pki.ca.pem.display().to_string(),
+        "--identity", &pki.node.identity_flag(),
+        "--cache-agents", "*",
+        "--health-interval", "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let s = if quick {
+        Settings { quick, rounds: 3, requests: 300, tput_secs: 1.0, watch_secs: 5 }
+    } else {
+        Settings { quick, rounds: 7, requests: 1000, tput_secs: 2.0, watch_secs: 20 }
+    };
+    let _ = env_logger::Builder::new().filter_level(log::LevelFilter::Error).try_init();
+    let dir = std::env::temp_dir().join(format!("lite-apiserver-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pki = Pki::generate(&dir.join("pki"));
+    let mut double = Double::start(&pki, Opts::default());
+    double.set_recording(false);
+    double.apply("/api/v1", "configmaps", "edge", "bench-2k", json!({"data": {"payload": "x".repeat(1800)}}));
+    let object = "/api/v1/namespaces/edge/configmaps/bench-2k";
+    let mut lite = Daemon::start(&dir.join("cache"), &lite_args(&double, &pki));
+    let nginx = start_nginx(&dir, &pki, double.addr());
+    if nginx.is_none() {
+        eprintln!("nginx not found or did not start: its column stays empty (tests/bench/run.sh installs it)");
+    }
+    let config = load::client_config(&pki.ca.pem, &pki.node.cert, &pki.node.key);
+    let mut systems: Vec<(&str, SocketAddr)> = vec![("direct", double.addr()), ("lite", lite.addr)];
+    if let Some(n) = &nginx {
+        systems.push(("nginx", n.addr));
+    }
+    let mut rows = Vec::new();
+    let lite_pid = lite.pid().unwrap();
+    let (idle_rss, _) = rss_kib(lite_pid);
+
+    // 1. Latency of a small GET at concurrency 1.
+    eprintln!("latency: {} rounds x {} requests", s.rounds, s.requests);
+    let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); systems.len()];
+    for _ in 0..s.rounds {
+        for (i, (_, addr)) in systems.iter().enumerate() {
+            lat[i].extend(load::latencies(*addr, &config, object, s.requests));
+        }
+    }
+    let pct = |i: usize, p: f64, lat: &mut Vec<Vec<Duration>>| lat.get_mut(i).map(|l| load::percentile_us(l, p));
+    for (p, name) in [(50.0, "GET 2 KB p50 (c=1)"), (90.0, "GET 2 KB p90 (c=1)"), (99.0, "GET 2 KB p99 (c=1)")] {
+        rows.push(row(name, "us", pct(0, p, &mut lat), pct(1, p, &mut lat), pct(2, p, &mut lat), None));
+    }
+    let direct_p50 = pct(0, 50.0, &mut lat).unwrap_or(f64::NAN);
+    rows.push(row(
+        "added latency p50 (via - direct)",
+        "us",
+        None,
+        pct(1, 50.0, &mut lat).map(|v| v - direct_p50),
+        pct(2, 50.0, &mut lat).map(|v| v - direct_p50),
+        Some(150.0),
+    ));
+
+    // 2. Throughput at concurrency 16 and 64.
+    for c in [16, 64] {
+        eprintln!("throughput: c={c}");
+        let mut rps: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
+        for _ in 0..s.rounds.div_ceil(3) {
+            for (i, (_, addr)) in systems.iter().enumerate() {
+                rps[i].push(load::throughput(*addr, &config, object, c, Duration::from_secs_f64(s.tput_secs)));
+            }
+        }
+        let med = |i: usize, rps: &mut Vec<Vec<f64>>| rps.get_mut(i).map(|v| load::median(v));
+        rows.push(row(&format!("GET 2 KB throughput (c={c})"), "req/s", med(0, &mut rps), med(1, &mut rps), med(2, &mut rps), None));
+    }
+
+    // 3. A 100 MB LIST through a fresh lite-apiserver into its cache.
+    eprintln!("large list: seeding 100 MB");
+    double.seed_pods("big", "edge-1", 20_000, 4_700);
+    let big = "/api/v1/namespaces/big/pods";
+    let fresh = Daemon::start(&dir.join("cache-big"), &lite_args(&double, &pki));
+    let time_list = |addr: SocketAddr| {
+        let mut c = load::Conn::connect(addr, &config).unwrap();
+        let t = Instant::now();
+        let (status, len) = c.get(big, "kubelet/bench").unwrap();
+        assert_eq!(status, 200);
+        (t.elapsed().as_secs_f64() * 1000.0, len)
+    };
+    let (direct_ms, bytes) = time_list(double.addr());
+    let (lite_ms, _) = time_list(fresh.addr);
+    let nginx_ms = nginx.as_ref().map(|n| time_list(n.addr).0);
+    let (_, big_hwm) = rss_kib(fresh.pid().unwrap());
+    eprintln!("large list: {} MB", bytes / 1_000_000);
+    rows.push(row(&format!("LIST {} MB: time to last byte", bytes / 1_000_000), "ms", Some(direct_ms), Some(lite_ms), nginx_ms, None));
+    rows.push(row("peak RSS while the large LIST streams into the cache", "KiB", None, Some(big_hwm), None, Some(16_384.0)));
+    drop(fresh);
+
+    // 4. 100 watches + 500 GET/s.
+    eprintln!("watches: 100 open + 500 GET/s for {} s", s.watch_secs);
+    let rv = double.current_rv();
+    let received: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut watchers = Vec::new();
+    for _ in 0..100 {
+        let (config, received, stop) = (config.clone(), received.clone(), stop.clone());
+        let addr = lite.addr;
+        watchers.push(std::thread::spawn(move || {
+            let conn = load::Conn::connect(addr, &config).unwrap();
+            let mut w = conn
+                .watch(&format!("/api/v1/namespaces/watch/configmaps?watch=true&resourceVersion={rv}"), "kubelet/bench")
+                .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Some(line)) = w.next_event() else { break };
+                let text = String::from_utf8_lossy(&line);
+                if let Some(sent) = text.split("\"sent-ns\":\"").nth(1).and_then(|r| r.split('"').next()).and_then(|v| v.parse::<u128>().ok()) {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+                    received.lock().unwrap().push(Duration::from_nanos(now.saturating_sub(sent) as u64));
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu_before = cpu_secs(lite_pid);
+    let gets = {
+        let (config, stop) = (config.clone(), stop.clone());
+        let addr = lite.addr;
+        std::thread::spawn(move || {
+            let mut c = load::Conn::connect(addr, &config).unwrap();
+            let start = Instant::now();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = c.get(object, "kubelet/bench");
+                n += 1;
+                let due = start + Duration::from_micros(n * 2_000);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            n
+        })
+    };
+    let started = Instant::now();
+    let mut max_rss: f64 = 0.0;
+    let mut i = 0u64;
+    while started.elapsed() < Duration::from_secs(s.watch_secs) {
+        let sent = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        double.apply("/api/v1", "configmaps", "watch", &format!("cm-{}", i % 20), json!({"metadata": {"annotations": {"sent-ns": sent.to_string()}}, "data": {"i": i.to_string()}}));
+        i += 1;
+        max_rss = max_rss.max(rss_kib(lite_pid).0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cpu = cpu_secs(lite_pid) - cpu_before;
+    stop.store(true, Ordering::Relaxed);
+    let served = gets.join().unwrap_or(0);
+    double.apply("/api/v1", "configmaps", "watch", "wake", json!({}));
+    for w in watchers {
+        let _ = w.join();
+    }
+    let mut event_lat = received.lock().unwrap().clone();
+    rows.push(row("RSS with 100 watches + 500 GET/s", "KiB", None, Some(max_rss), None, Some(16_384.0)));
+    rows.push(row(&format!("CPU seconds over that {} s ({} GETs)", s.watch_secs, served), "s", None, Some(cpu), None, None));
+    rows.push(row("watch event latency p50 (upstream write to client)", "us", None, Some(load::percentile_us(&mut event_lat, 50.0)), None, None));
+    rows.push(row("watch event latency p99", "us", None, Some(load::percentile_us(&mut event_lat, 99.0)), None, None));
+
+    // 5. Offline: the first cached answer after the upstream dies, then
+    // cached GET latency.
+    eprintln!("offline");
+    let mut warm = load::Conn::connect(lite.addr, &config).unwrap();
+    warm.get(object, "kubelet/bench").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    double.stop();
+    let first_answer = loop {
+        let mut c = load::Conn::connect(lite.addr, &config).unwrap();
+        if let Ok((200, _)) = c.get(object, "kubelet/bench") {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(30), "no cached answer");
+    };
+    rows.push(row("first cached answer after the upstream dies", "ms", None, Some(first_answer.as_secs_f64() * 1000.0), None, Some(100.0)));
+    let mut offline = load::latencies(lite.addr, &config, object, s.requests * s.rounds.min(3));
+    rows.push(row("offline cached GET p50", "us", None, Some(load::percentile_us(&mut offline, 50.0)), None, Some(200.0)));
+    rows.push(row("offline cached GET p99", "us", None, Some(load::percentile_us(&mut offline, 99.0)), None, None));
+
+    // 6. Cold start while offline (the reboot case), and idle RSS.
+    eprintln!("cold start");
+    let mut starts = Vec::new();
+    let mut cold_rss = f64::NAN;
+    for _ in 0..s.rounds.min(5) {
+        lite.kill9();
+        let t = Instant::now();
+        lite.start_again();
+        loop {
+            if let Ok(mut c) = load::Conn::connect(lite.addr, &config) {
+                if let Ok((200, _)) = c.get(object, "kubelet/bench") {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        starts.push(t.elapsed().as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_millis(500));
+        cold_rss = rss_kib(lite.pid().unwrap()).0;
+    }
+    rows.push(row("cold start to first cached answer (offline)", "ms", None, Some(load::median(&mut starts)), None, Some(50.0)));
+    rows.push(row("idle RSS after start", "KiB", None, Some(idle_rss.min(cold_rss)), None, Some(4_096.0)));
+    if let Ok(meta) = std::fs::metadata(support::daemon::binary()) {
+        rows.push(row("binary size (host build, stripped)", "bytes", None, Some(meta.len() as f64), None, None));
+    }
+
+    report(&rows, &s);
+    drop(lite);
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn fmt(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() && v.abs() >= 100.0 => format!("{v:.0}"),
+        Some(v) if v.is_finite() => format!("{v:.2}"),
+        _ => "-".to_owned(),
+    }
+}
+
+fn report(rows: &[Row], s: &Settings) {
+    println!("\n| metric | unit | direct | lite-apiserver | nginx | lite/direct | lite/nginx | budget (lite) |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b != 0.0 && a.is_finite() && b.is_finite() => format!("{:.2}", a / b),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.metric,
+            r.unit,
+            fmt(r.direct),
+            fmt(r.lite),
+            fmt(r.nginx),
+            ratio(r.lite, r.direct),
+            ratio(r.lite, r.nginx),
+            fmt(r.budget)
+        );
+    }
+    println!("\n({} run; medians over alternating rounds)", if s.quick { "quick" } else { "full" });
+    let num = |v: Option<f64>| v.filter(|v| v.is_finite()).map_or(Value::Null, |v| json!(v));
+    let json_rows: Vec<Value> = rows
+        .iter()
+        .map(|r| json!({"metric": r.metric, "unit": r.unit, "direct": num(r.direct), "lite": num(r.lite), "nginx": num(r.nginx), "budget": num(r.budget)}))
+        .collect();
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    let _ = std::fs::create_dir_all(&out);
+    let _ = std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&json_rows).unwrap());
+    println!("report: {}", out.join("report.json").display());
+}

@@ -247,3 +247,54 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn an_unchanged_answer_is_not_rewritten() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Setup::new("edges-unchanged");
+    let node = s.client(Some(&s.pki.node));
+    let path = "/api/v1/namespaces/edge/configmaps/app-config";
+    assert_eq!(node.get(path, &[KUBELET]).status, 200);
+    let entry = s
+        .proxy
+        .cache_dir
+        .join("kubelet/api/v1/namespaces/edge/configmaps/app-config@.json");
+    wait_for(&entry);
+    let inode = std::fs::metadata(&entry).unwrap().ino();
+    for _ in 0..5 {
+        assert_eq!(node.get(path, &[KUBELET]).status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.proxy.metric("lite_apiserver_cache_unchanged_total") < 5.0 {
+        assert!(
+            Instant::now() < deadline,
+            "unchanged answers were rewritten"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        std::fs::metadata(&entry).unwrap().ino(),
+        inode,
+        "the same file stays"
+    );
+    // A changed object is rewritten.
+    s.double.apply(
+        "/api/v1",
+        "configmaps",
+        "edge",
+        "app-config",
+        serde_json::json!({"data": {"mode": "changed"}}),
+    );
+    assert_eq!(node.get(path, &[KUBELET]).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&entry)
+        .unwrap_or_default()
+        .contains("changed")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a changed object was not rewritten"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

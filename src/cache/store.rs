@@ -517,7 +517,11 @@ impl EntryWriter {
     /// must not pay for an fsync. The writer thread publishes it in order
     /// with every later job (so a page assembly queued next sees it) and
     /// logs a failure; [`Store::flush`] waits for it.
-    pub async fn commit_queued(mut self, key: Option<&CacheKey>, resource_version: Option<String>) -> Result<(), StoreError> {
+    pub async fn commit_queued(
+        mut self,
+        key: Option<&CacheKey>,
+        resource_version: Option<String>,
+    ) -> Result<(), StoreError> {
         let dest = key.map(|k| self.store.inner.dir.join(k.rel_path()));
         self.start().await?;
         self.finished = true;
@@ -558,10 +562,25 @@ struct Pending {
     same_as: Option<EntryMeta>,
 }
 
+/// A body being collected in memory because it probably repeats the
+/// entry already published (same reader, same status and content type):
+/// most online GETs re-read an unchanged object, and for those no temp file
+/// is created at all.
+struct Deferred {
+    dest: PathBuf,
+    meta: EntryMeta,
+    buf: Vec<u8>,
+    same_as: EntryMeta,
+}
+
+/// Bodies up to this size are collected in memory first (see [`Deferred`]).
+const DEFER_LIMIT: usize = 64 * 1024;
+
 /// The writer thread's state.
 struct Writer {
     inner: Arc<Inner>,
     pending: HashMap<u64, Pending>,
+    deferred: HashMap<u64, Deferred>,
 }
 
 impl Writer {
@@ -569,6 +588,7 @@ impl Writer {
         Writer {
             inner,
             pending: HashMap::new(),
+            deferred: HashMap::new(),
         }
     }
 
@@ -627,6 +647,7 @@ impl Writer {
             Err(_) => return,
         };
         for id in ids {
+            self.deferred.remove(&id);
             if let Some(p) = self.pending.remove(&id) {
                 let _ = fs::remove_file(&p.tmp);
             }
@@ -636,16 +657,30 @@ impl Writer {
     fn begin(&mut self, id: u64, rel: &Path, mut meta: EntryMeta, credential: Option<Credential>) {
         let dest = self.inner.dir.join(rel);
         let previous = previous_meta(&dest);
-        meta.allow = previous.as_ref().map(|m| m.allow.clone()).unwrap_or_default();
+        meta.allow = previous
+            .as_ref()
+            .map(|m| m.allow.clone())
+            .unwrap_or_default();
         let known_reader = credential.as_ref().is_none_or(|c| meta.allow.contains(c));
         if let Some(c) = credential {
             meta.allow.retain(|a| a != &c);
             meta.allow.push(c);
         }
-        let same_as = previous.filter(|old| known_reader && old.status == meta.status && old.content_type == meta.content_type);
+        let same_as = previous.filter(|old| {
+            known_reader && old.status == meta.status && old.content_type == meta.content_type
+        });
+        if let Some(same_as) = same_as {
+            let deferred = Deferred {
+                dest,
+                meta,
+                buf: Vec::new(),
+                same_as,
+            };
+            self.deferred.insert(id, deferred);
+            return;
+        }
         match self.create_tmp(&dest, &meta) {
-            Ok(mut p) => {
-                p.same_as = same_as;
+            Ok(p) => {
                 self.pending.insert(id, p);
             }
             Err(e) => log::warn!("cache: cannot write {}: {e}", dest.display()),
@@ -687,7 +722,34 @@ impl Writer {
         })
     }
 
+    /// Moves a deferred body to a temp file (it grew, or it changed).
+    fn materialize(&mut self, id: u64) -> Option<&mut Pending> {
+        let d = self.deferred.remove(&id)?;
+        match self.create_tmp(&d.dest, &d.meta) {
+            Ok(mut p) => {
+                match p.file.write_all(&d.buf) {
+                    Ok(()) => p.written = d.buf.len() as u64,
+                    Err(e) => p.failed = Some(e),
+                }
+                p.same_as = Some(d.same_as);
+                self.pending.insert(id, p);
+                self.pending.get_mut(&id)
+            }
+            Err(e) => {
+                log::warn!("cache: cannot write {}: {e}", d.dest.display());
+                None
+            }
+        }
+    }
+
     fn data(&mut self, id: u64, bytes: &[u8]) {
+        if let Some(d) = self.deferred.get_mut(&id) {
+            if d.buf.len() + bytes.len() <= DEFER_LIMIT {
+                d.buf.extend_from_slice(bytes);
+                return;
+            }
+            self.materialize(id);
+        }
         if let Some(p) = self.pending.get_mut(&id) {
             if p.failed.is_none() {
                 match p.file.write_all(bytes) {
@@ -704,6 +766,18 @@ impl Writer {
         resource_version: Option<String>,
         dest: Option<PathBuf>,
     ) -> Result<(), StoreError> {
+        if let Some(d) = self.deferred.get(&id) {
+            let unchanged = dest.is_none()
+                && resource_version.is_some()
+                && d.same_as.resource_version == resource_version
+                && d.same_as.length == d.buf.len() as u64;
+            if unchanged {
+                let d = self.deferred.remove(&id);
+                self.keep_unchanged(d.map(|d| d.dest));
+                return Ok(());
+            }
+            self.materialize(id);
+        }
         let mut p = self.pending.remove(&id).ok_or(StoreError::Closed)?;
         if let Some(dest) = dest {
             if let Some(dir) = dest.parent() {
@@ -717,13 +791,8 @@ impl Writer {
         }
         let tmp = p.tmp.clone();
         if is_unchanged(&p, resource_version.as_deref()) {
-            // The same version of the same answer for a known reader: keep
-            // the published file, spare the flash a rewrite and an fsync.
             let _ = fs::remove_file(&tmp);
-            if let Ok(file) = File::open(&p.dest) {
-                touch(&file);
-            }
-            self.inner.stats.unchanged.fetch_add(1, Ordering::Relaxed);
+            self.keep_unchanged(Some(p.dest));
             return Ok(());
         }
         let result = self.publish(p, resource_version.as_deref());
@@ -731,6 +800,16 @@ impl Writer {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+
+    /// The same version of the same answer for a known reader: the
+    /// published file stays (sparing the flash a rewrite and an fsync); only
+    /// its last-read time moves.
+    fn keep_unchanged(&self, dest: Option<PathBuf>) {
+        if let Some(file) = dest.and_then(|d| File::open(d).ok()) {
+            touch(&file);
+        }
+        self.inner.stats.unchanged.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Fixes the padded fields, fsyncs, renames, fsyncs the directory.
@@ -1000,7 +1079,9 @@ fn previous_meta(dest: &Path) -> Option<EntryMeta> {
 fn is_unchanged(p: &Pending, resource_version: Option<&str>) -> bool {
     p.failed.is_none()
         && p.same_as.as_ref().is_some_and(|old| {
-            resource_version.is_some() && old.resource_version.as_deref() == resource_version && old.length == p.written
+            resource_version.is_some()
+                && old.resource_version.as_deref() == resource_version
+                && old.length == p.written
         })
 }
 

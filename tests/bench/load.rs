@@ -20,14 +20,19 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Arc<rustls::ClientCo
     for c in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let chain: Vec<_> = CertificateDer::pem_file_iter(cert).unwrap().map(Result::unwrap).collect();
-    let key = PrivateKeyDer::from_pem_file(key).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
+    let chain: Vec<_> = CertificateDer::pem_file_iter(cert)
         .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
 }
@@ -44,7 +49,11 @@ impl Conn {
     pub fn connect(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> io::Result<Conn> {
         let tcp = TcpStream::connect(addr)?;
         tcp.set_nodelay(true)?;
-        let conn = rustls::ClientConnection::new(config.clone(), ServerName::try_from("127.0.0.1").unwrap()).map_err(io::Error::other)?;
+        let conn = rustls::ClientConnection::new(
+            config.clone(),
+            ServerName::try_from("127.0.0.1").unwrap(),
+        )
+        .map_err(io::Error::other)?;
         Ok(Conn {
             tls: rustls::StreamOwned::new(conn, tcp),
             buf: Vec::with_capacity(64 * 1024),
@@ -168,7 +177,12 @@ impl Watch {
 }
 
 /// Per-request latencies of `n` sequential GETs on one connection.
-pub fn latencies(addr: SocketAddr, config: &Arc<rustls::ClientConfig>, path: &str, n: usize) -> Vec<Duration> {
+pub fn latencies(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    path: &str,
+    n: usize,
+) -> Vec<Duration> {
     let mut conn = Conn::connect(addr, config).unwrap();
     conn.get(path, "kubelet/bench").unwrap();
     (0..n)
@@ -182,12 +196,19 @@ pub fn latencies(addr: SocketAddr, config: &Arc<rustls::ClientConfig>, path: &st
 }
 
 /// Requests per second with `concurrency` connections for `dur`.
-pub fn throughput(addr: SocketAddr, config: &Arc<rustls::ClientConfig>, path: &str, concurrency: usize, dur: Duration) -> f64 {
+pub fn throughput(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    path: &str,
+    concurrency: usize,
+    dur: Duration,
+) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (done, stop, config, path) = (done.clone(), stop.clone(), config.clone(), path.to_owned());
+            let (done, stop, config, path) =
+                (done.clone(), stop.clone(), config.clone(), path.to_owned());
             std::thread::spawn(move || {
                 let mut conn = Conn::connect(addr, &config).unwrap();
                 conn.get(&path, "kubelet/bench").unwrap();

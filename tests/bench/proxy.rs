@@ -43,7 +43,14 @@ struct Row {
     budget: Option<f64>,
 }
 
-fn row(metric: &str, unit: &'static str, direct: Option<f64>, lite: Option<f64>, nginx: Option<f64>, budget: Option<f64>) -> Row {
+fn row(
+    metric: &str,
+    unit: &'static str,
+    direct: Option<f64>,
+    lite: Option<f64>,
+    nginx: Option<f64>,
+    budget: Option<f64>,
+) -> Row {
     Row {
         metric: metric.to_owned(),
         unit,
@@ -68,7 +75,10 @@ impl Drop for Nginx {
 }
 
 fn find_nginx() -> Option<PathBuf> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"].iter().map(PathBuf::from).find(|p| p.is_file())
+    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
 }
 
 fn start_nginx(dir: &Path, pki: &Pki, upstream: SocketAddr) -> Option<Nginx> {
@@ -159,20 +169,29 @@ fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
 fn lite_args(double: &Double, pki: &Pki) -> Vec<String> {
     [
-        "--server", &double.url(),
-        "--ca-file", &pki.ca.pem.display().to_string(),
-        "--tls-cert-file", &pki.proxy.cert.display().to_string(),
-        "--tls-private-key-file", &pki.proxy.key.display().to_string(),
-        "--client-ca-file", &pki.ca.pem.display().to_string(),
-        "--identity", &pki.node.identity_flag(),
-        "--cache-agents", "*",
-        "--health-interval", "1",
+        "--server",
+        &double.url(),
+        "--ca-file",
+        &pki.ca.pem.display().to_string(),
+        "--tls-cert-file",
+        &pki.proxy.cert.display().to_string(),
+        "--tls-private-key-file",
+        &pki.proxy.key.display().to_string(),
+        "--client-ca-file",
+        &pki.ca.pem.display().to_string(),
+        "--identity",
+        &pki.node.identity_flag(),
+        "--cache-agents",
+        "*",
+        "--health-interval",
+        "1",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -182,18 +201,38 @@ fn lite_args(double: &Double, pki: &Pki) -> Vec<String> {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let s = if quick {
-        Settings { quick, rounds: 3, requests: 300, tput_secs: 1.0, watch_secs: 5 }
+        Settings {
+            quick,
+            rounds: 3,
+            requests: 300,
+            tput_secs: 1.0,
+            watch_secs: 5,
+        }
     } else {
-        Settings { quick, rounds: 7, requests: 1000, tput_secs: 2.0, watch_secs: 20 }
+        Settings {
+            quick,
+            rounds: 7,
+            requests: 1000,
+            tput_secs: 2.0,
+            watch_secs: 20,
+        }
     };
-    let _ = env_logger::Builder::new().filter_level(log::LevelFilter::Error).try_init();
+    let _ = env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Error)
+        .try_init();
     let dir = std::env::temp_dir().join(format!("lite-apiserver-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let pki = Pki::generate(&dir.join("pki"));
     let mut double = Double::start(&pki, Opts::default());
     double.set_recording(false);
-    double.apply("/api/v1", "configmaps", "edge", "bench-2k", json!({"data": {"payload": "x".repeat(1800)}}));
+    double.apply(
+        "/api/v1",
+        "configmaps",
+        "edge",
+        "bench-2k",
+        json!({"data": {"payload": "x".repeat(1800)}}),
+    );
     let object = "/api/v1/namespaces/edge/configmaps/bench-2k";
     let mut lite = Daemon::start(&dir.join("cache"), &lite_args(&double, &pki));
     let nginx = start_nginx(&dir, &pki, double.addr());
@@ -217,9 +256,22 @@ fn main() {
             lat[i].extend(load::latencies(*addr, &config, object, s.requests));
         }
     }
-    let pct = |i: usize, p: f64, lat: &mut Vec<Vec<Duration>>| lat.get_mut(i).map(|l| load::percentile_us(l, p));
-    for (p, name) in [(50.0, "GET 2 KB p50 (c=1)"), (90.0, "GET 2 KB p90 (c=1)"), (99.0, "GET 2 KB p99 (c=1)")] {
-        rows.push(row(name, "us", pct(0, p, &mut lat), pct(1, p, &mut lat), pct(2, p, &mut lat), None));
+    let pct = |i: usize, p: f64, lat: &mut Vec<Vec<Duration>>| {
+        lat.get_mut(i).map(|l| load::percentile_us(l, p))
+    };
+    for (p, name) in [
+        (50.0, "GET 2 KB p50 (c=1)"),
+        (90.0, "GET 2 KB p90 (c=1)"),
+        (99.0, "GET 2 KB p99 (c=1)"),
+    ] {
+        rows.push(row(
+            name,
+            "us",
+            pct(0, p, &mut lat),
+            pct(1, p, &mut lat),
+            pct(2, p, &mut lat),
+            None,
+        ));
     }
     let direct_p50 = pct(0, 50.0, &mut lat).unwrap_or(f64::NAN);
     rows.push(row(
@@ -237,11 +289,24 @@ fn main() {
         let mut rps: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
         for _ in 0..s.rounds.div_ceil(3) {
             for (i, (_, addr)) in systems.iter().enumerate() {
-                rps[i].push(load::throughput(*addr, &config, object, c, Duration::from_secs_f64(s.tput_secs)));
+                rps[i].push(load::throughput(
+                    *addr,
+                    &config,
+                    object,
+                    c,
+                    Duration::from_secs_f64(s.tput_secs),
+                ));
             }
         }
         let med = |i: usize, rps: &mut Vec<Vec<f64>>| rps.get_mut(i).map(|v| load::median(v));
-        rows.push(row(&format!("GET 2 KB throughput (c={c})"), "req/s", med(0, &mut rps), med(1, &mut rps), med(2, &mut rps), None));
+        rows.push(row(
+            &format!("GET 2 KB throughput (c={c})"),
+            "req/s",
+            med(0, &mut rps),
+            med(1, &mut rps),
+            med(2, &mut rps),
+            None,
+        ));
     }
 
     // 3. A 100 MB LIST through a fresh lite-apiserver into its cache.
@@ -261,8 +326,22 @@ fn main() {
     let nginx_ms = nginx.as_ref().map(|n| time_list(n.addr).0);
     let (_, big_hwm) = rss_kib(fresh.pid().unwrap());
     eprintln!("large list: {} MB", bytes / 1_000_000);
-    rows.push(row(&format!("LIST {} MB: time to last byte", bytes / 1_000_000), "ms", Some(direct_ms), Some(lite_ms), nginx_ms, None));
-    rows.push(row("peak RSS while the large LIST streams into the cache", "KiB", None, Some(big_hwm), None, Some(16_384.0)));
+    rows.push(row(
+        &format!("LIST {} MB: time to last byte", bytes / 1_000_000),
+        "ms",
+        Some(direct_ms),
+        Some(lite_ms),
+        nginx_ms,
+        None,
+    ));
+    rows.push(row(
+        "peak RSS while the large LIST streams into the cache",
+        "KiB",
+        None,
+        Some(big_hwm),
+        None,
+        Some(16_384.0),
+    ));
     drop(fresh);
 
     // 4. 100 watches + 500 GET/s.
@@ -277,14 +356,30 @@ fn main() {
         watchers.push(std::thread::spawn(move || {
             let conn = load::Conn::connect(addr, &config).unwrap();
             let mut w = conn
-                .watch(&format!("/api/v1/namespaces/watch/configmaps?watch=true&resourceVersion={rv}"), "kubelet/bench")
+                .watch(
+                    &format!("/api/v1/namespaces/watch/configmaps?watch=true&resourceVersion={rv}"),
+                    "kubelet/bench",
+                )
                 .unwrap();
             while !stop.load(Ordering::Relaxed) {
-                let Ok(Some(line)) = w.next_event() else { break };
+                let Ok(Some(line)) = w.next_event() else {
+                    break;
+                };
                 let text = String::from_utf8_lossy(&line);
-                if let Some(sent) = text.split("\"sent-ns\":\"").nth(1).and_then(|r| r.split('"').next()).and_then(|v| v.parse::<u128>().ok()) {
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-                    received.lock().unwrap().push(Duration::from_nanos(now.saturating_sub(sent) as u64));
+                if let Some(sent) = text
+                    .split("\"sent-ns\":\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .and_then(|v| v.parse::<u128>().ok())
+                {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos();
+                    received
+                        .lock()
+                        .unwrap()
+                        .push(Duration::from_nanos(now.saturating_sub(sent) as u64));
                 }
             }
         }));
@@ -313,7 +408,10 @@ fn main() {
     let mut max_rss: f64 = 0.0;
     let mut i = 0u64;
     while started.elapsed() < Duration::from_secs(s.watch_secs) {
-        let sent = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let sent = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         double.apply("/api/v1", "configmaps", "watch", &format!("cm-{}", i % 20), json!({"metadata": {"annotations": {"sent-ns": sent.to_string()}}, "data": {"i": i.to_string()}}));
         i += 1;
         max_rss = max_rss.max(rss_kib(lite_pid).0);
@@ -327,10 +425,38 @@ fn main() {
         let _ = w.join();
     }
     let mut event_lat = received.lock().unwrap().clone();
-    rows.push(row("RSS with 100 watches + 500 GET/s", "KiB", None, Some(max_rss), None, Some(16_384.0)));
-    rows.push(row(&format!("CPU seconds over that {} s ({} GETs)", s.watch_secs, served), "s", None, Some(cpu), None, None));
-    rows.push(row("watch event latency p50 (upstream write to client)", "us", None, Some(load::percentile_us(&mut event_lat, 50.0)), None, None));
-    rows.push(row("watch event latency p99", "us", None, Some(load::percentile_us(&mut event_lat, 99.0)), None, None));
+    rows.push(row(
+        "RSS with 100 watches + 500 GET/s",
+        "KiB",
+        None,
+        Some(max_rss),
+        None,
+        Some(16_384.0),
+    ));
+    rows.push(row(
+        &format!("CPU seconds over that {} s ({} GETs)", s.watch_secs, served),
+        "s",
+        None,
+        Some(cpu),
+        None,
+        None,
+    ));
+    rows.push(row(
+        "watch event latency p50 (upstream write to client)",
+        "us",
+        None,
+        Some(load::percentile_us(&mut event_lat, 50.0)),
+        None,
+        None,
+    ));
+    rows.push(row(
+        "watch event latency p99",
+        "us",
+        None,
+        Some(load::percentile_us(&mut event_lat, 99.0)),
+        None,
+        None,
+    ));
 
     // 5. Offline: the first cached answer after the upstream dies, then
     // cached GET latency.
@@ -345,12 +471,36 @@ fn main() {
         if let Ok((200, _)) = c.get(object, "kubelet/bench") {
             break killed.elapsed();
         }
-        assert!(killed.elapsed() < Duration::from_secs(30), "no cached answer");
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no cached answer"
+        );
     };
-    rows.push(row("first cached answer after the upstream dies", "ms", None, Some(first_answer.as_secs_f64() * 1000.0), None, Some(100.0)));
+    rows.push(row(
+        "first cached answer after the upstream dies",
+        "ms",
+        None,
+        Some(first_answer.as_secs_f64() * 1000.0),
+        None,
+        Some(100.0),
+    ));
     let mut offline = load::latencies(lite.addr, &config, object, s.requests * s.rounds.min(3));
-    rows.push(row("offline cached GET p50", "us", None, Some(load::percentile_us(&mut offline, 50.0)), None, Some(200.0)));
-    rows.push(row("offline cached GET p99", "us", None, Some(load::percentile_us(&mut offline, 99.0)), None, None));
+    rows.push(row(
+        "offline cached GET p50",
+        "us",
+        None,
+        Some(load::percentile_us(&mut offline, 50.0)),
+        None,
+        Some(200.0),
+    ));
+    rows.push(row(
+        "offline cached GET p99",
+        "us",
+        None,
+        Some(load::percentile_us(&mut offline, 99.0)),
+        None,
+        None,
+    ));
 
     // 6. Cold start while offline (the reboot case), and idle RSS.
     eprintln!("cold start");
@@ -372,10 +522,31 @@ fn main() {
         std::thread::sleep(Duration::from_millis(500));
         cold_rss = rss_kib(lite.pid().unwrap()).0;
     }
-    rows.push(row("cold start to first cached answer (offline)", "ms", None, Some(load::median(&mut starts)), None, Some(50.0)));
-    rows.push(row("idle RSS after start", "KiB", None, Some(idle_rss.min(cold_rss)), None, Some(4_096.0)));
+    rows.push(row(
+        "cold start to first cached answer (offline)",
+        "ms",
+        None,
+        Some(load::median(&mut starts)),
+        None,
+        Some(50.0),
+    ));
+    rows.push(row(
+        "idle RSS after start",
+        "KiB",
+        None,
+        Some(idle_rss.min(cold_rss)),
+        None,
+        Some(4_096.0),
+    ));
     if let Ok(meta) = std::fs::metadata(support::daemon::binary()) {
-        rows.push(row("binary size (host build, stripped)", "bytes", None, Some(meta.len() as f64), None, None));
+        rows.push(row(
+            "binary size (host build, stripped)",
+            "bytes",
+            None,
+            Some(meta.len() as f64),
+            None,
+            None,
+        ));
     }
 
     report(&rows, &s);
@@ -397,7 +568,9 @@ fn report(rows: &[Row], s: &Settings) {
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b != 0.0 && a.is_finite() && b.is_finite() => format!("{:.2}", a / b),
+            (Some(a), Some(b)) if b != 0.0 && a.is_finite() && b.is_finite() => {
+                format!("{:.2}", a / b)
+            }
             _ => "-".to_owned(),
         };
         println!(
@@ -412,14 +585,23 @@ fn report(rows: &[Row], s: &Settings) {
             fmt(r.budget)
         );
     }
-    println!("\n({} run; medians over alternating rounds)", if s.quick { "quick" } else { "full" });
-    let num = |v: Option<f64>| v.filter(|v| v.is_finite()).map_or(Value::Null, |v| json!(v));
+    println!(
+        "\n({} run; medians over alternating rounds)",
+        if s.quick { "quick" } else { "full" }
+    );
+    let num = |v: Option<f64>| {
+        v.filter(|v| v.is_finite())
+            .map_or(Value::Null, |v| json!(v))
+    };
     let json_rows: Vec<Value> = rows
         .iter()
         .map(|r| json!({"metric": r.metric, "unit": r.unit, "direct": num(r.direct), "lite": num(r.lite), "nginx": num(r.nginx), "budget": num(r.budget)}))
         .collect();
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     let _ = std::fs::create_dir_all(&out);
-    let _ = std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&json_rows).unwrap());
+    let _ = std::fs::write(
+        out.join("report.json"),
+        serde_json::to_vec_pretty(&json_rows).unwrap(),
+    );
     println!("report: {}", out.join("report.json").display());
 }

@@ -590,25 +590,25 @@ impl<'a> Request<'a> {
         };
         if shared.recording.load(Ordering::Relaxed) {
             shared.requests.lock().unwrap().push(Recorded {
-            method: head.method.clone(),
-            target: head.target.clone(),
-            user: user.clone(),
-            cn: cn.clone(),
-            cert_sha,
-            authorization,
-            user_agent: head.headers.get_str("user-agent").map(str::to_owned),
-            accept: head.headers.get_str("accept").map(str::to_owned),
-            headers: head
-                .headers
-                .0
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.clone(),
-                        String::from_utf8_lossy(&h.value).into_owned(),
-                    )
-                })
-                .collect(),
+                method: head.method.clone(),
+                target: head.target.clone(),
+                user: user.clone(),
+                cn: cn.clone(),
+                cert_sha,
+                authorization,
+                user_agent: head.headers.get_str("user-agent").map(str::to_owned),
+                accept: head.headers.get_str("accept").map(str::to_owned),
+                headers: head
+                    .headers
+                    .0
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.clone(),
+                            String::from_utf8_lossy(&h.value).into_owned(),
+                        )
+                    })
+                    .collect(),
             });
         }
         let authenticated = user.is_some();

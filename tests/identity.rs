@@ -101,19 +101,11 @@ fn identity_rotation_by_symlink_swap_keeps_watches() {
     let proxy = Daemon::start(
         &dir.join("cache"),
         &[
-            "--server".into(),
-            double.url(),
-            "--ca-file".into(),
-            pki.ca.pem.display().to_string(),
-            "--tls-cert-file".into(),
-            pki.proxy.cert.display().to_string(),
-            "--tls-private-key-file".into(),
-            pki.proxy.key.display().to_string(),
-            "--client-ca-file".into(),
-            pki.ca.pem.display().to_string(),
-            "--identity".into(),
-            identity,
-        ],
+            vec!["--server".to_owned(), double.url()],
+            pki.trust_flags(),
+            vec!["--identity".to_owned(), identity],
+        ]
+        .concat(),
     );
     let node = Client::new(proxy.addr, &pki.ca.pem, Some(&pki.node));
     assert_eq!(
@@ -310,25 +302,21 @@ fn connect_proxy_and_server_failover() {
     let proxy = Daemon::start(
         &dir.join("cache"),
         &[
-            "--server".into(),
-            first.url(),
-            "--server".into(),
-            second.url(),
-            "--proxy".into(),
-            format!("http://{}", tunnel.addr),
-            "--ca-file".into(),
-            pki.ca.pem.display().to_string(),
-            "--tls-cert-file".into(),
-            pki.proxy.cert.display().to_string(),
-            "--tls-private-key-file".into(),
-            pki.proxy.key.display().to_string(),
-            "--client-ca-file".into(),
-            pki.ca.pem.display().to_string(),
-            "--identity".into(),
-            pki.node.identity_flag(),
-            "--health-interval".into(),
-            "1".into(),
-        ],
+            vec![
+                "--server".to_owned(),
+                first.url(),
+                "--server".into(),
+                second.url(),
+            ],
+            vec![
+                "--proxy".to_owned(),
+                format!("http://{}", tunnel.addr),
+                "--health-interval".into(),
+                "1".into(),
+            ],
+            pki.proxy_flags(),
+        ]
+        .concat(),
     );
     let node = Client::new(proxy.addr, &pki.ca.pem, Some(&pki.node));
     let r = node.get("/api/v1/namespaces/edge/pods", &[KUBELET]);

@@ -38,25 +38,13 @@ fn run_target(target: &str, qemu: &str) {
     let dir = support::temp_dir(&format!("qemu-{target}"));
     let pki = Pki::generate(&dir.join("pki"));
     let mut double = Double::start(&pki, Opts::default());
-    let args: Vec<String> = [
-        "--server",
-        &double.url(),
-        "--ca-file",
-        &pki.ca.pem.display().to_string(),
-        "--tls-cert-file",
-        &pki.proxy.cert.display().to_string(),
-        "--tls-private-key-file",
-        &pki.proxy.key.display().to_string(),
-        "--client-ca-file",
-        &pki.ca.pem.display().to_string(),
-        "--identity",
-        &pki.node.identity_flag(),
-        "--health-interval",
-        "1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = vec![
+        "--server".to_owned(),
+        double.url(),
+        "--health-interval".into(),
+        "1".into(),
+    ];
+    args.extend(pki.proxy_flags());
     let proxy = Daemon::start_with(
         PathBuf::from(qemu),
         vec![bin.display().to_string()],

@@ -253,7 +253,7 @@ fn accept_variant(accept: Option<&str>) -> Option<String> {
 }
 
 /// Decodes `%XX` escapes; invalid escapes stay as they are.
-fn percent_decode(s: &str) -> Vec<u8> {
+pub fn percent_decode(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -39,7 +39,7 @@ pub enum Page {
 pub fn classify(query: Option<&str>, body_prefix: &[u8]) -> Page {
     let this = query_value(query, "continue")
         .filter(|c| !c.is_empty())
-        .map(percent_decode);
+        .map(|c| String::from_utf8_lossy(&super::key::percent_decode(c)).into_owned());
     let next =
         super::json::string_at(body_prefix, &["metadata", "continue"]).filter(|c| !c.is_empty());
     match (this, next) {
@@ -122,32 +122,6 @@ impl Pages {
             None => Some(chain),
         }
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = (b[i] == b'%' && i + 2 < b.len())
-            .then(|| {
-                std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            })
-            .flatten();
-        match hex {
-            Some(v) => {
-                out.push(v);
-                i += 3;
-            }
-            None => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

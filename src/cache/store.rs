@@ -345,25 +345,31 @@ impl Store {
         key: &CacheKey,
         events: Vec<OwnedEvent>,
     ) -> Result<(), StoreError> {
-        let (done, result) = channel::bounded(1);
-        self.send(Job::Patch {
+        self.ask(|done| Job::Patch {
             key: key.clone(),
             events,
             done,
         })
-        .await?;
-        result.recv().await.map_err(|_| StoreError::Closed)?
+        .await
     }
 
     /// Streams the pages of a paged LIST into the list entry `list`.
     pub async fn assemble(&self, list: &CacheKey, pages: Vec<CacheKey>) -> Result<(), StoreError> {
-        let (done, result) = channel::bounded(1);
-        self.send(Job::Assemble {
+        self.ask(|done| Job::Assemble {
             list: list.clone(),
             pages,
             done,
         })
-        .await?;
+        .await
+    }
+
+    /// Queues a job that reports back, and waits for its result.
+    async fn ask(
+        &self,
+        job: impl FnOnce(Sender<Result<(), StoreError>>) -> Job,
+    ) -> Result<(), StoreError> {
+        let (done, result) = channel::bounded(1);
+        self.send(job(done)).await?;
         result.recv().await.map_err(|_| StoreError::Closed)?
     }
 

@@ -175,27 +175,10 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 fn lite_args(double: &Double, pki: &Pki) -> Vec<String> {
-    [
-        "--server",
-        &double.url(),
-        "--ca-file",
-        &pki.ca.pem.display().to_string(),
-        "--tls-cert-file",
-        &pki.proxy.cert.display().to_string(),
-        "--tls-private-key-file",
-        &pki.proxy.key.display().to_string(),
-        "--client-ca-file",
-        &pki.ca.pem.display().to_string(),
-        "--identity",
-        &pki.node.identity_flag(),
-        "--cache-agents",
-        "*",
-        "--health-interval",
-        "1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let mut args = vec!["--server".to_owned(), double.url()];
+    args.extend(pki.proxy_flags());
+    args.extend(["--cache-agents", "*", "--health-interval", "1"].map(String::from));
+    args
 }
 
 fn main() {

@@ -155,33 +155,28 @@ fn main() -> ExitCode {
 
     println!("2. lite-apiserver in front of it, as it runs on an edge node.");
     let cache = dir.join("cache");
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "--listen",
         "127.0.0.1:0",
         "--admin-listen",
         "127.0.0.1:0",
         "--server",
         &cloud.url(),
-        "--ca-file",
-        &pki.ca.pem.display().to_string(),
-        "--tls-cert-file",
-        &pki.proxy.cert.display().to_string(),
-        "--tls-private-key-file",
-        &pki.proxy.key.display().to_string(),
-        "--client-ca-file",
-        &pki.ca.pem.display().to_string(),
-        "--identity",
-        &pki.node.identity_flag(),
-        "--cache-dir",
-        &cache.display().to_string(),
-        "--cache-agents",
-        "*",
-        "--health-interval",
-        "1",
     ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    .map(String::from)
+    .to_vec();
+    args.extend(pki.proxy_flags());
+    args.extend(
+        [
+            "--cache-dir",
+            &cache.display().to_string(),
+            "--cache-agents",
+            "*",
+            "--health-interval",
+            "1",
+        ]
+        .map(String::from),
+    );
     let mut proxy = Proxy::start(&args);
     let url = format!("https://{}", proxy.addrs[0]);
     println!("   serving at {url}, cache in {}", cache.display());

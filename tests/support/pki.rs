@@ -139,3 +139,30 @@ impl Pki {
         }
     }
 }
+
+impl Pki {
+    /// The flags that make lite-apiserver trust this PKI: upstream CA,
+    /// serving pair and client CA.
+    pub fn trust_flags(&self) -> Vec<String> {
+        [
+            "--ca-file",
+            &self.ca.pem.display().to_string(),
+            "--tls-cert-file",
+            &self.proxy.cert.display().to_string(),
+            "--tls-private-key-file",
+            &self.proxy.key.display().to_string(),
+            "--client-ca-file",
+            &self.ca.pem.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// [`Pki::trust_flags`] plus the node identity.
+    pub fn proxy_flags(&self) -> Vec<String> {
+        let mut flags = self.trust_flags();
+        flags.extend(["--identity".to_owned(), self.node.identity_flag()]);
+        flags
+    }
+}

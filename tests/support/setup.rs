@@ -26,24 +26,9 @@ impl Setup {
         let dir = super::temp_dir(name);
         let pki = Pki::generate(&dir.join("pki"));
         let double = Double::start(&pki, opts);
-        let mut args: Vec<String> = vec![
-            "--server".into(),
-            double.url(),
-            "--ca-file".into(),
-            pki.ca.pem.display().to_string(),
-            "--tls-cert-file".into(),
-            pki.proxy.cert.display().to_string(),
-            "--tls-private-key-file".into(),
-            pki.proxy.key.display().to_string(),
-            "--client-ca-file".into(),
-            pki.ca.pem.display().to_string(),
-            "--identity".into(),
-            pki.node.identity_flag(),
-            "--cache-agents".into(),
-            "*".into(),
-            "--health-interval".into(),
-            "1".into(),
-        ];
+        let mut args: Vec<String> = vec!["--server".into(), double.url()];
+        args.extend(pki.proxy_flags());
+        args.extend(["--cache-agents", "*", "--health-interval", "1"].map(String::from));
         args.extend(extra.iter().map(|s| s.to_string()));
         let proxy = Daemon::start(&dir.join("cache"), &args);
         Setup {

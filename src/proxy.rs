@@ -172,6 +172,9 @@ where
         client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
         client.flush().await?;
     }
+    if caller.cached && is_watch_list(class, head) {
+        return refuse_watch_list(client, head).await;
+    }
     if state.health.is_online() {
         match connect(state, caller).await {
             Some(lease) => return forward(state, client, head, class, caller, lease).await,
@@ -183,6 +186,35 @@ where
         }
     }
     offline::answer(state, client, head, class, caller).await
+}
+
+/// Whether this is a streaming list (`watch` with `sendInitialEvents=true`,
+/// what client-go 1.35+ informers send instead of LIST then WATCH).
+fn is_watch_list(class: &Classified, head: &RequestHead) -> bool {
+    class.verb == Verb::Watch && crate::request::query_flag(head.query(), "sendInitialEvents")
+}
+
+/// Cached agents get the answer of an apiserver without the WatchList
+/// feature, so client-go's reflector falls back to LIST then WATCH: a LIST
+/// is what the cache stores (and serves after a reboot while offline),
+/// and the WATCH is what keeps it current. Without this, an informer's
+/// initial state would only ever travel as watch events, never be cached,
+/// and kubelet would see no pods after an offline reboot.
+async fn refuse_watch_list<S>(client: &mut Conn<S>, head: &RequestHead) -> io::Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let status = Status::new(
+        422,
+        "Invalid",
+        "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: lite-apiserver serves cached clients LIST then WATCH (list again without sendInitialEvents)",
+    );
+    reply::send_status(client, &status, !head.keep_alive()).await?;
+    Ok(Outcome {
+        status: 422,
+        source: Source::Local,
+        keep_alive: head.keep_alive(),
+    })
 }
 
 /// A connection to the current server, failing over in order; `None` (and

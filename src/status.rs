@@ -94,6 +94,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         410 => "Gone",
         413 => "Payload Too Large",
         414 => "URI Too Long",
+        422 => "Unprocessable Entity",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",

@@ -408,3 +408,34 @@ fn reboot_while_offline_brings_every_pod_back() {
     names.sort();
     assert_eq!(names, ["web-1", "web-2", "web-3", "web-9"]);
 }
+
+#[test]
+fn watch_list_requests_fall_back_to_list_then_watch() {
+    let s = Setup::new("watch-list");
+    let node = s.client(Some(&s.pki.node));
+    s.double.clear_requests();
+    // What a client-go >= 1.35 informer sends first.
+    let path = "/api/v1/pods?fieldSelector=spec.nodeName%3Dedge-1&watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=5";
+    let r = node.get(path, &[KUBELET]);
+    assert_eq!(r.status, 422);
+    let status = r.json();
+    assert_eq!(
+        (status["kind"].as_str(), status["reason"].as_str()),
+        (Some("Status"), Some("Invalid"))
+    );
+    assert!(
+        s.double
+            .requests()
+            .iter()
+            .all(|q| !q.target.contains("sendInitialEvents")),
+        "not forwarded"
+    );
+    // Non-cached agents keep the upstream's semantics.
+    let s2 = Setup::with(
+        "watch-list-uncached",
+        support::double::Opts::default(),
+        &["--cache-agents", "kube-proxy"],
+    );
+    let other = s2.client(Some(&s2.pki.node)).get(path, &[KUBELET]);
+    assert_eq!(other.status, 200);
+}

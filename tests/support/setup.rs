@@ -28,7 +28,10 @@ impl Setup {
         let double = Double::start(&pki, opts);
         let mut args: Vec<String> = vec!["--server".into(), double.url()];
         args.extend(pki.proxy_flags());
-        args.extend(["--cache-agents", "*", "--health-interval", "1"].map(String::from));
+        if !extra.contains(&"--cache-agents") {
+            args.extend(["--cache-agents", "*"].map(String::from));
+        }
+        args.extend(["--health-interval", "1"].map(String::from));
         args.extend(extra.iter().map(|s| s.to_string()));
         let proxy = Daemon::start(&dir.join("cache"), &args);
         Setup {

@@ -298,3 +298,37 @@ fn an_unchanged_answer_is_not_rewritten() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn connections_beyond_the_cap_are_refused() {
+    let s = Setup::with(
+        "edges-maxconn",
+        support::double::Opts::default(),
+        &["--max-connections", "2"],
+    );
+    let node = s.client(Some(&s.pki.node));
+    let watch = "/api/v1/namespaces/edge/pods?watch=true&timeoutSeconds=30";
+    let w1 = node.open("GET", watch, &[KUBELET], b"").unwrap();
+    let w2 = node.open("GET", watch, &[KUBELET], b"").unwrap();
+    assert_eq!((w1.status, w2.status), (200, 200));
+    assert!(
+        node.try_request("GET", "/api", &[KUBELET], b"").is_err(),
+        "a third connection is refused"
+    );
+    drop(w1);
+    // A relayed watch notices its client is gone at the next write (an
+    // event or a bookmark), then frees its slot.
+    s.double.apply(
+        "/api/v1",
+        "pods",
+        "edge",
+        "poke",
+        support::world::pod("edge", "poke", "edge-1", 0),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.try_request("GET", "/api", &[KUBELET], b"").is_err() {
+        assert!(Instant::now() < deadline, "a slot never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(s.proxy.log_text().contains("--max-connections"));
+}

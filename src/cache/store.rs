@@ -587,6 +587,8 @@ struct Writer {
     inner: Arc<Inner>,
     pending: HashMap<u64, Pending>,
     deferred: HashMap<u64, Deferred>,
+    /// Writers dropped before their Begin arrived.
+    abandoned: HashSet<u64>,
 }
 
 impl Writer {
@@ -595,55 +597,63 @@ impl Writer {
             inner,
             pending: HashMap::new(),
             deferred: HashMap::new(),
+            abandoned: HashSet::new(),
         }
     }
 
     fn run(mut self, jobs: Receiver<Job>) {
         while let Ok(job) = jobs.recv_blocking() {
+            // Before: writers dropped earlier; after: writers dropped while
+            // this job's Begin was still queued.
             self.reap_aborted();
-            match job {
-                Job::Begin {
-                    id,
-                    rel,
-                    meta,
-                    credential,
-                } => self.begin(id, &rel, meta, credential),
-                Job::Data { id, bytes } => self.data(id, &bytes),
-                Job::Commit {
-                    id,
-                    resource_version,
-                    dest,
-                    done,
-                } => {
-                    let result = self.commit(id, resource_version, dest);
-                    match done {
-                        Some(done) => {
-                            let _ = done.try_send(result);
-                        }
-                        None => {
-                            if let Err(e) = result {
-                                log::warn!("cache: could not store an entry: {e}");
-                            }
-                        }
-                    }
-                }
-                Job::Assemble { list, pages, done } => {
-                    let result = self.assemble(&list, &pages);
-                    let _ = done.try_send(result);
-                }
-                Job::Remove { key } => self.remove(&self.inner.dir.join(key.rel_path())),
-                Job::Patch { key, events, done } => {
-                    let result = self.patch(&key, &events);
-                    let _ = done.try_send(result);
-                }
-                Job::Converge { key } => self.converge(&key),
-                Job::Flush { done } => {
-                    let _ = done.try_send(());
-                }
-            }
+            self.handle(job);
+            self.reap_aborted();
         }
         for (_, p) in self.pending.drain() {
             let _ = fs::remove_file(&p.tmp);
+        }
+    }
+
+    fn handle(&mut self, job: Job) {
+        match job {
+            Job::Begin {
+                id,
+                rel,
+                meta,
+                credential,
+            } => self.begin(id, &rel, meta, credential),
+            Job::Data { id, bytes } => self.data(id, &bytes),
+            Job::Commit {
+                id,
+                resource_version,
+                dest,
+                done,
+            } => {
+                let result = self.commit(id, resource_version, dest);
+                match done {
+                    Some(done) => {
+                        let _ = done.try_send(result);
+                    }
+                    None => {
+                        if let Err(e) = result {
+                            log::warn!("cache: could not store an entry: {e}");
+                        }
+                    }
+                }
+            }
+            Job::Assemble { list, pages, done } => {
+                let result = self.assemble(&list, &pages);
+                let _ = done.try_send(result);
+            }
+            Job::Remove { key } => self.remove(&self.inner.dir.join(key.rel_path())),
+            Job::Patch { key, events, done } => {
+                let result = self.patch(&key, &events);
+                let _ = done.try_send(result);
+            }
+            Job::Converge { key } => self.converge(&key),
+            Job::Flush { done } => {
+                let _ = done.try_send(());
+            }
         }
     }
 
@@ -653,14 +663,24 @@ impl Writer {
             Err(_) => return,
         };
         for id in ids {
-            self.deferred.remove(&id);
-            if let Some(p) = self.pending.remove(&id) {
-                let _ = fs::remove_file(&p.tmp);
+            let deferred = self.deferred.remove(&id).is_some();
+            match self.pending.remove(&id) {
+                Some(p) => {
+                    let _ = fs::remove_file(&p.tmp);
+                }
+                // Dropped before its Begin was handled: refuse that Begin.
+                None if !deferred => {
+                    self.abandoned.insert(id);
+                }
+                None => {}
             }
         }
     }
 
     fn begin(&mut self, id: u64, rel: &Path, mut meta: EntryMeta, credential: Option<Credential>) {
+        if self.abandoned.remove(&id) {
+            return;
+        }
         let dest = self.inner.dir.join(rel);
         let previous = previous_meta(&dest);
         meta.allow = previous
@@ -1093,4 +1113,199 @@ fn is_unchanged(p: &Pending, resource_version: Option<&str>) -> bool {
 
 fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Agent;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lite-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn key(path: &str) -> CacheKey {
+        CacheKey::new(&Agent::from_user_agent(Some("kubelet")), path, None, None).unwrap()
+    }
+
+    fn body_of(mut e: Entry) -> Vec<u8> {
+        let mut out = Vec::new();
+        (&mut e.file)
+            .take(e.meta.length)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    async fn put(store: &Store, k: &CacheKey, body: &[u8], rv: &str, cred: Credential) {
+        let mut w = store.writer(k, 200, "application/json", Some(cred));
+        for piece in body.chunks(7) {
+            w.write(piece).await.unwrap();
+        }
+        w.commit(Some(rv.to_owned())).await.unwrap();
+    }
+
+    #[test]
+    fn streamed_write_commit_read() {
+        smol::block_on(async {
+            let dir = temp("roundtrip");
+            let store = Store::open(&dir).unwrap();
+            let k = key("/api/v1/namespaces/edge/configmaps/a");
+            let alice = Credential::ClientCert("alice".into());
+            put(
+                &store,
+                &k,
+                br#"{"metadata":{"resourceVersion":"5"}}"#,
+                "5",
+                alice.clone(),
+            )
+            .await;
+            let e = store.read(&k).unwrap();
+            assert_eq!(
+                (e.meta.status, e.meta.resource_version.as_deref()),
+                (200, Some("5"))
+            );
+            assert!(e.allows(&alice));
+            assert_eq!(body_of(e), br#"{"metadata":{"resourceVersion":"5"}}"#);
+            let path = dir.join(k.rel_path());
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            assert_eq!(
+                fs::metadata(path.parent().unwrap())
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777,
+                0o700
+            );
+            // A second reader is added; an unchanged answer is not rewritten.
+            let bob = Credential::ClientCert("bob".into());
+            put(
+                &store,
+                &k,
+                br#"{"metadata":{"resourceVersion":"5"}}"#,
+                "5",
+                bob.clone(),
+            )
+            .await;
+            let inode = fs::metadata(&path).unwrap().ino();
+            put(
+                &store,
+                &k,
+                br#"{"metadata":{"resourceVersion":"5"}}"#,
+                "5",
+                bob.clone(),
+            )
+            .await;
+            assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+            let e = store.read(&k).unwrap();
+            assert!(e.allows(&alice) && e.allows(&bob));
+            assert_eq!(store.stats().unchanged.load(Ordering::Relaxed), 1);
+            let _ = fs::remove_dir_all(&dir);
+        });
+    }
+
+    #[test]
+    fn aborted_and_torn_entries_are_never_served() {
+        smol::block_on(async {
+            let dir = temp("torn");
+            let store = Store::open(&dir).unwrap();
+            let k = key("/api/v1/namespaces/edge/configmaps/b");
+            let mut w = store.writer(&k, 200, "application/json", None);
+            w.write(b"half a bo").await.unwrap();
+            drop(w);
+            store.flush().await;
+            store.flush().await;
+            assert_eq!(store.read(&k).err(), Some(Miss::Absent));
+            let mut leftovers = 0;
+            walk(&dir, &mut |_, _| leftovers += 1);
+            assert_eq!(leftovers, 0, "the aborted temp file is gone");
+            put(
+                &store,
+                &k,
+                b"{\"complete\":true}",
+                "1",
+                Credential::ClientCert("c".into()),
+            )
+            .await;
+            let path = dir.join(k.rel_path());
+            let len = fs::metadata(&path).unwrap().len();
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(len - 3)
+                .unwrap();
+            assert_eq!(store.read(&k).err(), Some(Miss::Torn));
+            assert!(!path.exists());
+            let _ = fs::remove_dir_all(&dir);
+        });
+    }
+
+    #[test]
+    fn watch_events_patch_cached_lists_and_their_objects() {
+        smol::block_on(async {
+            let dir = temp("patch");
+            let store = Store::open(&dir).unwrap();
+            let list = key("/api/v1/namespaces/edge/pods");
+            let cred = Credential::ClientCert("n".into());
+            let a = r#"{"metadata":{"name":"a","namespace":"edge","resourceVersion":"1"}}"#;
+            let b = r#"{"metadata":{"name":"b","namespace":"edge","resourceVersion":"2"}}"#;
+            let body = format!(
+                r#"{{"kind":"PodList","metadata":{{"resourceVersion":"2"}},"items":[{a},{b}]}}"#
+            );
+            put(&store, &list, body.as_bytes(), "2", cred.clone()).await;
+            let obj_b = list.item(Some("edge"), "b").unwrap();
+            put(&store, &obj_b, b.as_bytes(), "2", cred.clone()).await;
+            let a3 = r#"{"metadata":{"name":"a","namespace":"edge","resourceVersion":"3"},"x":1}"#;
+            let events = vec![
+                OwnedEvent {
+                    kind: EventType::Modified,
+                    namespace: Some("edge".into()),
+                    name: "a".into(),
+                    resource_version: Some("3".into()),
+                    object: a3.as_bytes().to_vec(),
+                },
+                OwnedEvent {
+                    kind: EventType::Deleted,
+                    namespace: Some("edge".into()),
+                    name: "b".into(),
+                    resource_version: Some("4".into()),
+                    object: b.as_bytes().to_vec(),
+                },
+            ];
+            store.patch_list(&list, events).await.unwrap();
+            let e = store.read(&list).unwrap();
+            assert_eq!(e.meta.resource_version.as_deref(), Some("4"));
+            assert!(e.allows(&cred));
+            let text = String::from_utf8(body_of(e)).unwrap();
+            assert_eq!(
+                text,
+                format!(
+                    r#"{{"kind":"PodList","metadata":{{"resourceVersion":"4"}},"items":[{a3}]}}"#
+                )
+            );
+            assert_eq!(
+                store.read(&obj_b).err(),
+                Some(Miss::Absent),
+                "the deleted object's entry is gone"
+            );
+            assert_eq!(store.stats().list_rewrites(), 1);
+            // Events for a list that is not cached change nothing.
+            store
+                .patch_list(&key("/api/v1/namespaces/other/pods"), Vec::new())
+                .await
+                .unwrap();
+            assert_eq!(
+                store.read(&key("/api/v1/namespaces/other/pods")).err(),
+                Some(Miss::Absent)
+            );
+            let _ = fs::remove_dir_all(&dir);
+        });
+    }
 }

@@ -1052,10 +1052,23 @@ impl<'a> Request<'a> {
             );
             return write_response(out, 409, "application/json", &body).map(|_| true);
         }
+        self.store_and_answer(out, w, k, value, 201)
+    }
+
+    /// Stores `value` under `k` (bumping the rv), wakes watches, answers
+    /// the stored object with `status`.
+    fn store_and_answer(
+        &self,
+        out: &mut Tls,
+        mut w: std::sync::MutexGuard<'_, World>,
+        k: ObjKey,
+        value: Value,
+        status: u16,
+    ) -> io::Result<bool> {
         let obj = w.put(k, value);
         drop(w);
         self.shared.changed.notify_all();
-        write_response(out, 201, "application/json", &obj.bytes).map(|_| true)
+        write_response(out, status, "application/json", &obj.bytes).map(|_| true)
     }
 
     fn update(&self, out: &mut Tls, k: &ObjKey) -> io::Result<bool> {
@@ -1067,10 +1080,7 @@ impl<'a> Request<'a> {
             drop(w);
             return self.not_found(out, k);
         }
-        let obj = w.put(k.clone(), value);
-        drop(w);
-        self.shared.changed.notify_all();
-        write_response(out, 200, "application/json", &obj.bytes).map(|_| true)
+        self.store_and_answer(out, w, k.clone(), value, 200)
     }
 
     fn patch(&self, out: &mut Tls, k: &ObjKey) -> io::Result<bool> {
@@ -1084,10 +1094,7 @@ impl<'a> Request<'a> {
         };
         let mut next = current;
         world::merge_patch(&mut next, &patch);
-        let obj = w.put(k.clone(), next);
-        drop(w);
-        self.shared.changed.notify_all();
-        write_response(out, 200, "application/json", &obj.bytes).map(|_| true)
+        self.store_and_answer(out, w, k.clone(), next, 200)
     }
 
     fn delete(&self, out: &mut Tls, k: &ObjKey) -> io::Result<bool> {

@@ -1040,7 +1040,7 @@ impl<'a> Request<'a> {
                 format!("{base}{}", self.shared.world.lock().unwrap().rv)
             });
         let k = key(prefix, resource, ns, &name);
-        let mut w = self.shared.world.lock().unwrap();
+        let w = self.shared.world.lock().unwrap();
         if w.objects.contains_key(&k) {
             drop(w);
             let msg = format!("{resource} \"{name}\" already exists");
@@ -1075,7 +1075,7 @@ impl<'a> Request<'a> {
         let Some(value) = self.parse_body() else {
             return self.bad_body(out);
         };
-        let mut w = self.shared.world.lock().unwrap();
+        let w = self.shared.world.lock().unwrap();
         if !w.objects.contains_key(k) {
             drop(w);
             return self.not_found(out, k);
@@ -1087,7 +1087,7 @@ impl<'a> Request<'a> {
         let Some(patch) = self.parse_body() else {
             return self.bad_body(out);
         };
-        let mut w = self.shared.world.lock().unwrap();
+        let w = self.shared.world.lock().unwrap();
         let Some(current) = w.objects.get(k).map(|o| (*o.value).clone()) else {
             drop(w);
             return self.not_found(out, k);

@@ -177,7 +177,9 @@ pub async fn run(
     log::info!("serving on {bound:?}");
     on_ready(&bound);
 
-    let workers = worker_threads(ex.clone());
+    // One executor thread: the benchmark measured extra work-stealing
+    // threads as slower (cross-thread wake-ups) and they cost RSS; file I/O
+    // has its own writer thread.
     ex.run(shutdown.or(async {
         // `tasks` run forever; this arm only keeps the executor busy.
         std::future::pending::<()>().await
@@ -187,7 +189,6 @@ pub async fn run(
     drop(tasks);
     state.watches.flush_all().await;
     state.store.flush().await;
-    drop(workers);
     Ok(())
 }
 
@@ -216,26 +217,3 @@ async fn gc_loop(state: &State) {
         log::info!("cache GC: {stats:?}");
     }
 }
-
-/// Extra executor threads (one per core beyond the first, at most 3), so
-/// TLS work spreads over cores. They stop when the returned guard drops.
-fn worker_threads(ex: Arc<Executor<'static>>) -> Vec<WorkerGuard> {
-    let extra = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4)
-        - 1;
-    (0..extra)
-        .filter_map(|i| {
-            let (stop, stopped) = smol::channel::bounded::<()>(1);
-            let ex = ex.clone();
-            std::thread::Builder::new()
-                .name(format!("lite-apiserver-{i}"))
-                .spawn(move || smol::block_on(ex.run(stopped.recv())))
-                .ok()
-                .map(|_| WorkerGuard(stop))
-        })
-        .collect()
-}
-
-/// Stops one worker thread when dropped.
-struct WorkerGuard(#[allow(dead_code)] smol::channel::Sender<()>);

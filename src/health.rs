@@ -109,20 +109,6 @@ impl Health {
             listener.await;
         }
     }
-
-    /// Waits until the state is offline.
-    pub async fn wait_offline(&self) {
-        loop {
-            if !self.is_online() {
-                return;
-            }
-            let listener = self.changed.listen();
-            if !self.is_online() {
-                return;
-            }
-            listener.await;
-        }
-    }
 }
 
 /// Probes the servers in order every `every`, forever: the first one whose

@@ -141,11 +141,6 @@ impl TlsMaterial {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The CNs of the loaded identities.
-    pub fn identity_names(&self) -> Vec<String> {
-        self.snapshot().identities.keys().cloned().collect()
-    }
-
     /// Re-reads the files if any changed; `Ok(true)` when new material is in
     /// use. On error the old material stays.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {

@@ -91,13 +91,6 @@ pub struct Lease {
     key: PoolKey,
 }
 
-impl Lease {
-    /// The identity (CN) this connection presented, if any.
-    pub fn identity(&self) -> Option<&str> {
-        self.key.identity.as_deref()
-    }
-}
-
 /// The upstream side: servers, TLS material, proxy, pool.
 pub struct Upstream {
     servers: Vec<ServerUrl>,

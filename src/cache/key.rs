@@ -17,7 +17,7 @@
 //!   one key. Variants too long for a file name are hashed.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::identity::Agent;
 
@@ -111,14 +111,6 @@ impl CacheKey {
         }
         path.push(format!("{last}@{}.json", self.variant));
         path
-    }
-
-    /// The directory the entry file is in, relative to the cache dir.
-    pub fn rel_dir(&self) -> PathBuf {
-        self.rel_path()
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
     }
 
     /// Whether this is the plain variant (no selectors, no Accept variant).
@@ -288,6 +280,7 @@ fn escape(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn key(agent: &str, target: &str, accept: Option<&str>) -> Result<String, KeyError> {
         let (path, query) = target

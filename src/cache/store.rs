@@ -189,9 +189,6 @@ enum Job {
         pages: Vec<CacheKey>,
         done: Sender<Result<(), StoreError>>,
     },
-    Remove {
-        key: CacheKey,
-    },
     Patch {
         key: CacheKey,
         events: Vec<OwnedEvent>,
@@ -373,11 +370,6 @@ impl Store {
         result.recv().await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Removes an entry.
-    pub async fn remove(&self, key: &CacheKey) {
-        let _ = self.send(Job::Remove { key: key.clone() }).await;
-    }
-
     /// After a fresh complete LIST of `key` was committed: removes the
     /// object entries of items no longer in it.
     pub async fn converge(&self, key: &CacheKey) {
@@ -493,18 +485,7 @@ impl EntryWriter {
     }
 
     /// Publishes the entry (fsync, rename, fsync dir) and waits for it.
-    pub async fn commit(self, resource_version: Option<String>) -> Result<(), StoreError> {
-        self.commit_to(None, resource_version).await
-    }
-
-    /// Publishes under `key` instead of the key it was begun with (a page
-    /// of a paged LIST turns out to be a page, not the whole list).
-    pub async fn commit_to(
-        mut self,
-        key: Option<&CacheKey>,
-        resource_version: Option<String>,
-    ) -> Result<(), StoreError> {
-        let dest = key.map(|k| self.store.inner.dir.join(k.rel_path()));
+    pub async fn commit(mut self, resource_version: Option<String>) -> Result<(), StoreError> {
         self.start().await?;
         self.finished = true;
         let (done, result) = channel::bounded(1);
@@ -512,7 +493,7 @@ impl EntryWriter {
             .send(Job::Commit {
                 id: self.id,
                 resource_version,
-                dest,
+                dest: None,
                 done: Some(done),
             })
             .await?;
@@ -645,7 +626,6 @@ impl Writer {
                 let result = self.assemble(&list, &pages);
                 let _ = done.try_send(result);
             }
-            Job::Remove { key } => self.remove(&self.inner.dir.join(key.rel_path())),
             Job::Patch { key, events, done } => {
                 let result = self.patch(&key, &events);
                 let _ = done.try_send(result);

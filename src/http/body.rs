@@ -75,11 +75,6 @@ impl BodyDecoder {
         self.state == State::Done
     }
 
-    /// Whether the body ends only at end-of-stream.
-    pub fn is_close_delimited(&self) -> bool {
-        self.state == State::Close
-    }
-
     /// Advances over `buf` (the unconsumed buffered bytes). The caller must
     /// consume what the result says before calling again.
     pub fn decode(&mut self, buf: &[u8]) -> Result<Decoded, HttpError> {

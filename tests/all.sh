@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of the project, on a fresh machine of this kind:
 #   1. cargo test (unit tests, and integration tests that run the real binary
-#      against the kube-apiserver double over TLS, driven by kubectl);
+#      against the kube-apiserver double over TLS, driven by kubectl and the
+#      Python kubernetes client, installed here from PyPI if missing);
 #   2. the static musl cross-builds, and the ARM binaries under qemu-user
 #      against the double;
 #   3. the .deb and .ipk packages and the OpenWrt init script.
@@ -10,6 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mkdir -p target
+if ! python3 -c "import kubernetes" 2>/dev/null; then
+  echo "== installing the Python kubernetes client (a real client for the tests)"
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes
+fi
 echo "== cargo test"
 cargo test --all-targets 2>&1 | tee target/cargo-test.log
 grep -q "test result: ok" target/cargo-test.log

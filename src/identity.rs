@@ -153,6 +153,8 @@ pub struct Caller {
     pub token: Option<String>,
     /// Whether `--cache-agents` covers this agent.
     pub cached: bool,
+    /// The caller's TCP socket (see [`crate::proxy::Peer`]).
+    pub socket: Option<smol::net::TcpStream>,
 }
 
 impl fmt::Debug for Caller {
@@ -184,7 +186,14 @@ impl Caller {
                 .and_then(bearer_token)
                 .map(str::to_owned),
             cached,
+            socket: None,
         }
+    }
+
+    /// The same caller, with the socket of its connection.
+    pub fn with_socket(mut self, socket: Option<smol::net::TcpStream>) -> Caller {
+        self.socket = socket;
+        self
     }
 
     /// The credential to record on an entry when the upstream answered this

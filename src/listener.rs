@@ -55,6 +55,7 @@ pub async fn serve(state: Arc<State>, ex: Arc<Executor<'static>>, listener: TcpL
 /// connection's own task.
 async fn serve_one(state: Arc<State>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
+    let socket = Some(tcp.clone());
     let acceptor = TlsAcceptor::from(state.tls.server_config());
     let handshake = async { acceptor.accept(tcp).await.map(Some) }.or(async {
         Timer::after(HANDSHAKE_TIMEOUT).await;
@@ -78,7 +79,11 @@ async fn serve_one(state: Arc<State>, tcp: TcpStream) {
         .and_then(|chain| chain.first())
         .and_then(|cert| crate::tls::common_name(cert.as_ref()));
     state.metrics.connection_opened();
-    crate::proxy::serve_connection(state.clone(), Conn::new(tls), peer_cn).await;
+    let peer = crate::proxy::Peer {
+        cn: peer_cn,
+        socket,
+    };
+    crate::proxy::serve_connection(state.clone(), Conn::new(tls), peer).await;
     state.metrics.connection_closed();
 }
 

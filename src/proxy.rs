@@ -53,8 +53,18 @@ pub struct Outcome {
     pub keep_alive: bool,
 }
 
+/// What is known about a client connection beyond its bytes.
+#[derive(Debug, Default, Clone)]
+pub struct Peer {
+    /// CN of the verified client certificate.
+    pub cn: Option<String>,
+    /// The TCP socket under the TLS stream, to notice a client leaving a
+    /// relayed watch without reading its stream.
+    pub socket: Option<smol::net::TcpStream>,
+}
+
 /// Serves every request of one client connection.
-pub async fn serve_connection<S>(state: Arc<State>, mut client: Conn<S>, peer_cn: Option<String>)
+pub async fn serve_connection<S>(state: Arc<State>, mut client: Conn<S>, peer: Peer)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -71,7 +81,7 @@ where
                 return;
             }
         };
-        let outcome = handle(&state, &mut client, head, peer_cn.as_deref()).await;
+        let outcome = handle(&state, &mut client, head, &peer).await;
         if !outcome.keep_alive {
             let _ = client.close().await;
             return;
@@ -110,14 +120,15 @@ async fn handle<S>(
     state: &State,
     client: &mut Conn<S>,
     mut head: RequestHead,
-    peer_cn: Option<&str>,
+    peer: &Peer,
 ) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
     let class = Classified::new(&head.method, head.path(), head.query(), head.is_upgrade());
-    let caller = Caller::new(&head, peer_cn, &state.config.cache_agents);
+    let caller = Caller::new(&head, peer.cn.as_deref(), &state.config.cache_agents)
+        .with_socket(peer.socket.clone());
     if caller.cached {
         rewrite_accept(&mut head);
     }
@@ -436,7 +447,18 @@ where
         }
     }
     let mut dec = BodyDecoder::new(up_framing);
-    let pumped = pump(&mut dec, &mut lease.conn, &mut sink).await;
+    let streaming = class.verb == Verb::Watch || up_framing == Framing::Close;
+    let pumped = match (&caller.socket, streaming) {
+        (Some(socket), true) => {
+            pump(&mut dec, &mut lease.conn, &mut sink)
+                .or(async {
+                    client_gone(socket).await;
+                    Err(PumpError::Sink(io::ErrorKind::ConnectionAborted.into()))
+                })
+                .await
+        }
+        _ => pump(&mut dec, &mut lease.conn, &mut sink).await,
+    };
     let finished = match pumped {
         Ok(_) => sink.finish().await,
         Err(PumpError::Sink(e)) => Err(e),
@@ -513,6 +535,17 @@ async fn store_answer(
         }
     }
     Ok(())
+}
+
+/// Completes when the client closes its connection (a peek sees EOF or an
+/// error). Bytes from the client (a TLS alert, a pipelined request) are
+/// left alone: the watch then ends at its next write, as before.
+async fn client_gone(socket: &smol::net::TcpStream) {
+    let mut byte = [0u8; 1];
+    match socket.peek(&mut byte).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending::<()>().await,
+    }
 }
 
 /// The cache key of a cacheable answer, or `None` if it is not stored.

@@ -135,6 +135,22 @@ fn show(k: &Kubectl, args: &[&str]) -> String {
     String::from_utf8_lossy(&text).trim_end().to_owned()
 }
 
+/// The data of configmap edge/app-config, as kubectl prints it.
+fn configmap_data(k: &Kubectl) -> String {
+    show(
+        k,
+        &[
+            "get",
+            "cm",
+            "app-config",
+            "-n",
+            "edge",
+            "-o",
+            "jsonpath={.data}",
+        ],
+    )
+}
+
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("       | {l}\n")).collect()
 }
@@ -190,18 +206,7 @@ fn main() -> ExitCode {
         online.as_deref() == Ok(&["web-1".into(), "web-2".into(), "web-3".into()][..]),
         &format!("{online:?}"),
     );
-    let cm = show(
-        &k,
-        &[
-            "get",
-            "cm",
-            "app-config",
-            "-n",
-            "edge",
-            "-o",
-            "jsonpath={.data}",
-        ],
-    );
+    let cm = configmap_data(&k);
     steps.check(
         "configmap read through the proxy",
         cm.contains("hello"),
@@ -235,18 +240,7 @@ fn main() -> ExitCode {
         offline == online,
         &format!("{offline:?}"),
     );
-    let cm_offline = show(
-        &k,
-        &[
-            "get",
-            "cm",
-            "app-config",
-            "-n",
-            "edge",
-            "-o",
-            "jsonpath={.data}",
-        ],
-    );
+    let cm_offline = configmap_data(&k);
     steps.check(
         "the configmap, from the cache",
         cm_offline == cm,

@@ -180,15 +180,19 @@ pub async fn run(
     // One executor thread: the benchmark measured extra work-stealing
     // threads as slower (cross-thread wake-ups) and they cost RSS; file I/O
     // has its own writer thread.
-    ex.run(shutdown.or(async {
-        // `tasks` run forever; this arm only keeps the executor busy.
-        std::future::pending::<()>().await
-    }))
+    ex.run(async {
+        shutdown.await;
+        log::info!("shutting down: flushing the cache");
+        // Cancelled on this executor, so the listeners (which hold `ex`)
+        // are closed now; dropping `ex` below then ends every connection.
+        for task in tasks {
+            task.cancel().await;
+        }
+        state.watches.flush_all().await;
+        state.store.flush().await;
+    })
     .await;
-    log::info!("shutting down: flushing the cache");
-    drop(tasks);
-    state.watches.flush_all().await;
-    state.store.flush().await;
+    drop(ex);
     Ok(())
 }
 

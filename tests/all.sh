@@ -19,6 +19,9 @@ echo "== cargo test"
 cargo test --all-targets 2>&1 | tee target/cargo-test.log
 grep -q "test result: ok" target/cargo-test.log
 
+echo "== the demo (the main job)"
+cargo run --quiet --release --example demo
+
 echo "== cross builds (static musl: x86_64, aarch64, armv7)"
 cross/setup.sh
 cross/build.sh

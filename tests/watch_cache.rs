@@ -394,7 +394,7 @@ fn reboot_while_offline_brings_every_pod_back() {
     );
     let line = w.next_line(Duration::from_secs(5)).unwrap().unwrap();
     assert!(line.contains("web-9"));
-    std::thread::sleep(Duration::from_millis(1500));
+    // No wait for the once-a-second coalescing: SIGTERM flushes it.
     s.double.stop();
     s.proxy.restart();
     let after = Client::new(s.proxy.addr, &s.pki.ca.pem, Some(&s.pki.node)).get(path, &[KUBELET]);

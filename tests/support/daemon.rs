@@ -127,20 +127,26 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGTERM and wait (flushes the cache).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
+    /// SIGTERM and wait (flushes the cache); true if it exited 0 by itself
+    /// within 10 s.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(10));
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// SIGKILL, no chance to flush (a crash or power loss).
@@ -153,7 +159,11 @@ impl Daemon {
 
     /// Starts again with the same flags and ports.
     pub fn restart(&mut self) {
-        self.stop();
+        assert!(
+            self.stop(),
+            "lite-apiserver did not exit cleanly on SIGTERM:\n{}",
+            self.log_text()
+        );
         self.spawn();
     }
 

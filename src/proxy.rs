@@ -432,7 +432,11 @@ where
     let mut sink = Forward::new(client, chunked);
     if let Some(key) = &key {
         if class.verb == Verb::Watch {
-            sink.watch = Some(WatchTee::new(&state.watches, key.clone()));
+            // Table lists are re-rendered by the server, never patched:
+            // their watches are only relayed.
+            if !key.is_table() {
+                sink.watch = Some(WatchTee::new(&state.watches, key.clone()));
+            }
         } else {
             let content_type = response
                 .headers

@@ -113,6 +113,11 @@ impl CacheKey {
         path
     }
 
+    /// Whether the answer is a server-rendered Table (`as=Table`).
+    pub fn is_table(&self) -> bool {
+        self.variant.split(',').any(|p| p == "as=Table")
+    }
+
     /// Whether this is the plain variant (no selectors, no Accept variant).
     pub fn is_plain(&self) -> bool {
         self.variant.is_empty()
@@ -382,6 +387,24 @@ mod tests {
         assert!(!Path::new(&k)
             .components()
             .any(|c| matches!(c, std::path::Component::ParentDir)));
+    }
+
+    #[test]
+    fn tables_are_recognised() {
+        let agent = Agent::from_user_agent(Some("kubectl"));
+        let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+        assert!(CacheKey::new(&agent, "/api/v1/pods", None, Some(accept))
+            .unwrap()
+            .is_table());
+        assert!(
+            !CacheKey::new(&agent, "/api/v1/pods", None, Some("application/json"))
+                .unwrap()
+                .is_table()
+        );
+        let partial = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io";
+        assert!(!CacheKey::new(&agent, "/api/v1/pods", None, Some(partial))
+            .unwrap()
+            .is_table());
     }
 
     #[test]

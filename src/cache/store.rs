@@ -184,6 +184,17 @@ enum Job {
         /// Where to report the result; `None`: log failures.
         done: Option<Sender<Result<(), StoreError>>>,
     },
+    /// A small body: Begin, Data and Commit in one job.
+    Whole {
+        id: u64,
+        rel: PathBuf,
+        meta: EntryMeta,
+        credential: Option<Credential>,
+        body: Vec<u8>,
+        resource_version: Option<String>,
+        dest: Option<PathBuf>,
+        done: Option<Sender<Result<(), StoreError>>>,
+    },
     Assemble {
         list: CacheKey,
         pages: Vec<CacheKey>,
@@ -289,6 +300,7 @@ impl Store {
                 },
                 credential,
             }),
+            held: Vec::new(),
             finished: false,
         }
     }
@@ -448,8 +460,14 @@ pub struct EntryWriter {
     store: Store,
     id: u64,
     begin: Option<Job>,
+    /// Body bytes held back while the body is small, so a small answer
+    /// reaches the writer thread as one job instead of three.
+    held: Vec<u8>,
     finished: bool,
 }
+
+/// Bodies up to this size travel to the writer thread in one job.
+const HOLD_LIMIT: usize = 16 * 1024;
 
 impl EntryWriter {
     async fn start(&mut self) -> Result<(), StoreError> {
@@ -475,7 +493,20 @@ impl EntryWriter {
 
     /// Appends body bytes.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.begin.is_some() && self.held.len() + bytes.len() <= HOLD_LIMIT {
+            self.held.extend_from_slice(bytes);
+            return Ok(());
+        }
         self.start().await?;
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            self.store
+                .send(Job::Data {
+                    id: self.id,
+                    bytes: held,
+                })
+                .await?;
+        }
         self.store
             .send(Job::Data {
                 id: self.id,
@@ -485,19 +516,50 @@ impl EntryWriter {
     }
 
     /// Publishes the entry (fsync, rename, fsync dir) and waits for it.
-    pub async fn commit(mut self, resource_version: Option<String>) -> Result<(), StoreError> {
-        self.start().await?;
-        self.finished = true;
+    pub async fn commit(self, resource_version: Option<String>) -> Result<(), StoreError> {
         let (done, result) = channel::bounded(1);
+        self.finish(None, resource_version, Some(done)).await?;
+        result.recv().await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Sends the commit: one `Whole` job if nothing was sent yet, else a
+    /// `Commit` after the streamed pieces.
+    async fn finish(
+        mut self,
+        dest: Option<PathBuf>,
+        resource_version: Option<String>,
+        done: Option<Sender<Result<(), StoreError>>>,
+    ) -> Result<(), StoreError> {
+        self.finished = true;
+        let id = self.id;
+        if let Some(Job::Begin {
+            rel,
+            meta,
+            credential,
+            ..
+        }) = self.begin.take()
+        {
+            let body = std::mem::take(&mut self.held);
+            let whole = Job::Whole {
+                id,
+                rel,
+                meta,
+                credential,
+                body,
+                resource_version,
+                dest,
+                done,
+            };
+            return self.store.send(whole).await;
+        }
         self.store
             .send(Job::Commit {
-                id: self.id,
+                id,
                 resource_version,
-                dest: None,
-                done: Some(done),
+                dest,
+                done,
             })
-            .await?;
-        result.recv().await.map_err(|_| StoreError::Closed)?
+            .await
     }
 
     /// Queues the commit without waiting for the disk: the request path
@@ -505,21 +567,12 @@ impl EntryWriter {
     /// with every later job (so a page assembly queued next sees it) and
     /// logs a failure; [`Store::flush`] waits for it.
     pub async fn commit_queued(
-        mut self,
+        self,
         key: Option<&CacheKey>,
         resource_version: Option<String>,
     ) -> Result<(), StoreError> {
         let dest = key.map(|k| self.store.inner.dir.join(k.rel_path()));
-        self.start().await?;
-        self.finished = true;
-        self.store
-            .send(Job::Commit {
-                id: self.id,
-                resource_version,
-                dest,
-                done: None,
-            })
-            .await
+        self.finish(dest, resource_version, None).await
     }
 }
 
@@ -611,16 +664,22 @@ impl Writer {
                 done,
             } => {
                 let result = self.commit(id, resource_version, dest);
-                match done {
-                    Some(done) => {
-                        let _ = done.try_send(result);
-                    }
-                    None => {
-                        if let Err(e) = result {
-                            log::warn!("cache: could not store an entry: {e}");
-                        }
-                    }
-                }
+                report(result, done);
+            }
+            Job::Whole {
+                id,
+                rel,
+                meta,
+                credential,
+                body,
+                resource_version,
+                dest,
+                done,
+            } => {
+                self.begin(id, &rel, meta, credential);
+                self.data(id, &body);
+                let result = self.commit(id, resource_version, dest);
+                report(result, done);
             }
             Job::Assemble { list, pages, done } => {
                 let result = self.assemble(&list, &pages);
@@ -1072,6 +1131,20 @@ impl<W: Write> Write for CountingWriter<'_, W> {
     }
 }
 
+/// Hands a commit's result to whoever waits for it, or logs a failure.
+fn report(result: Result<(), StoreError>, done: Option<Sender<Result<(), StoreError>>>) {
+    match done {
+        Some(done) => {
+            let _ = done.try_send(result);
+        }
+        None => {
+            if let Err(e) = result {
+                log::warn!("cache: could not store an entry: {e}");
+            }
+        }
+    }
+}
+
 /// The header of the valid entry at `dest`, if any.
 fn previous_meta(dest: &Path) -> Option<EntryMeta> {
     let mut file = File::open(dest).ok()?;
@@ -1196,8 +1269,9 @@ mod tests {
             let dir = temp("torn");
             let store = Store::open(&dir).unwrap();
             let k = key("/api/v1/namespaces/edge/configmaps/b");
+            // Larger than HOLD_LIMIT, so the body was already streaming.
             let mut w = store.writer(&k, 200, "application/json", None);
-            w.write(b"half a bo").await.unwrap();
+            w.write(&vec![b'x'; HOLD_LIMIT + 100]).await.unwrap();
             drop(w);
             store.flush().await;
             store.flush().await;

@@ -13,7 +13,10 @@
 //! - kubelet's own node Lease renewal: 200 with the request body.
 //! - TokenRequest: the cached token of the same service account while it
 //!   has not expired; else 503. Never a locally signed token.
-//! - Every other write: 503 ServiceUnavailable with `Retry-After`.
+//! - Every other write: 503 ServiceUnavailable at once, with no
+//!   `Retry-After` (client-go would retry such an answer ten times, so an
+//!   offline `kubectl create` would hang for 10 s and then report a rate
+//!   limiter instead of the outage; kubelet's own loops already retry).
 
 use std::io::{self, Read};
 use std::time::Duration;
@@ -29,7 +32,7 @@ use crate::http::{pump, BodyDecoder, Conn, Framing, ResponseHead, Sink};
 use crate::identity::Caller;
 use crate::metrics::Source;
 use crate::proxy::Outcome;
-use crate::request::{query_flag, query_value, Classified, Verb};
+use crate::request::{Classified, Verb};
 use crate::server::State;
 use crate::status::Status;
 use crate::{reply, tokens};
@@ -38,8 +41,6 @@ use crate::{reply, tokens};
 pub const DEFAULT_WATCH_HOLD: Duration = Duration::from_secs(300);
 /// How often an offline watch sends a BOOKMARK.
 pub const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
-/// `Retry-After` on refused writes: client-go waits this long and retries.
-const WRITE_RETRY_AFTER: u32 = 1;
 /// Largest request body read offline (a Lease or TokenRequest is ~1 KB).
 const MAX_OFFLINE_BODY: usize = 1 << 20;
 /// Piece size when streaming an entry from disk.
@@ -63,7 +64,7 @@ where
         Verb::Get | Verb::List | Verb::Discovery => {
             serve_entry(state, client, head, class, caller, keep_alive).await
         }
-        Verb::Watch => hold_watch(state, client, head, caller).await,
+        Verb::Watch => hold_watch(state, client, head, class, caller).await,
         Verb::Update if is_own_lease_renewal(class, caller) => {
             let mut res = ResponseHead::new(200);
             let content_type = head
@@ -94,11 +95,10 @@ where
         }
         _ => {
             let status = Status::unavailable(format!(
-                "lite-apiserver: the cloud is unreachable; {} {} cannot be done offline",
+                "lite-apiserver: the cloud kube-apiserver is unreachable (offline); {} {} was not sent and cannot be done offline",
                 head.method,
                 head.path()
-            ))
-            .with_retry_after(WRITE_RETRY_AFTER);
+            ));
             refuse(client, &status, keep_alive).await
         }
     }
@@ -110,13 +110,16 @@ async fn read_body<S>(client: &mut Conn<S>, head: &crate::http::RequestHead) -> 
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let framing = head.framing().ok()?;
+    let framing = head.body_framing();
     if framing == Framing::Empty {
         return Some(Vec::new());
     }
     let mut sink = Collect(Vec::new());
     let mut dec = BodyDecoder::new(framing);
-    pump(&mut dec, client, &mut sink).await.ok()?;
+    client.set_read_timeout(Some(crate::proxy::BODY_TIMEOUT));
+    let pumped = pump(&mut dec, client, &mut sink).await;
+    client.set_read_timeout(None);
+    pumped.ok()?;
     Some(sink.0)
 }
 
@@ -177,7 +180,14 @@ async fn serve_entry<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match lookup(state, head, caller).await {
+    let found = match class.certain {
+        true => lookup(state, head, caller).await,
+        false => Err(Status::not_found(format!(
+            "lite-apiserver (offline): {} cannot be classified with certainty, so it is never cached",
+            head.target
+        ))),
+    };
+    match found {
         Ok(entry) => stream_entry(client, entry, keep_alive).await,
         Err(status) => {
             let status = match (status.code, class.verb) {
@@ -268,16 +278,18 @@ async fn hold_watch<S>(
     state: &State,
     client: &mut Conn<S>,
     head: &crate::http::RequestHead,
+    class: &Classified,
     caller: &Caller,
 ) -> io::Result<Outcome>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let query = head.query();
-    let hold = query_value(query, "timeoutSeconds")
+    let hold = class
+        .query
+        .get_str("timeoutSeconds")
         .and_then(|v| v.parse::<u64>().ok())
         .map_or(DEFAULT_WATCH_HOLD, Duration::from_secs);
-    let bookmark = if query_flag(query, "allowWatchBookmarks") {
+    let bookmark = if class.query.flag("allowWatchBookmarks") {
         lookup(state, head, caller)
             .await
             .ok()

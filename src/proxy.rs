@@ -39,6 +39,8 @@ use crate::{offline, reply};
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Once a request started arriving, its head must be complete within this.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body may pause this long between two reads.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of a cacheable body is kept to find its resourceVersion.
 const RV_PREFIX: usize = 64 * 1024;
 
@@ -73,10 +75,7 @@ where
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(e) => {
-                if let Some(code) = e.client_status() {
-                    let status = Status::new(code, "BadRequest", format!("lite-apiserver: {e}"));
-                    let _ = reply::send_status(&mut client, &status, true).await;
-                }
+                refuse_malformed(&mut client, &e).await;
                 log::debug!("client connection: {e}");
                 return;
             }
@@ -86,6 +85,18 @@ where
             let _ = client.close().await;
             return;
         }
+    }
+}
+
+/// Answers a request that broke the HTTP rules (400, 405, 408, 431, 501),
+/// when an answer still makes sense; the connection is closed after it.
+async fn refuse_malformed<S>(client: &mut Conn<S>, e: &HttpError)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Some(code) = e.client_status() {
+        let status = Status::new(code, e.status_reason(), format!("lite-apiserver: {e}"));
+        let _ = reply::send_status(client, &status, true).await;
     }
 }
 
@@ -178,12 +189,12 @@ async fn route<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if head.headers.has_token("expect", "100-continue") {
+    if head.minor >= 1 && head.headers.has_token("expect", "100-continue") {
         // The upstream never sees Expect; tell the client to go ahead now.
         client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
         client.flush().await?;
     }
-    if caller.cached && is_watch_list(class, head) {
+    if caller.cached && is_watch_list(class) {
         return refuse_watch_list(client, head).await;
     }
     if state.health.is_online() {
@@ -201,8 +212,8 @@ where
 
 /// Whether this is a streaming list (`watch` with `sendInitialEvents=true`,
 /// what client-go 1.35+ informers send instead of LIST then WATCH).
-fn is_watch_list(class: &Classified, head: &RequestHead) -> bool {
-    class.verb == Verb::Watch && crate::request::query_flag(head.query(), "sendInitialEvents")
+fn is_watch_list(class: &Classified) -> bool {
+    class.verb == Verb::Watch && class.query.flag("sendInitialEvents")
 }
 
 /// Cached agents get the answer of an apiserver without the WatchList
@@ -266,7 +277,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let up_head = upstream_head(head, state.upstream.server(lease.server));
-    let framing = head.framing().map_err(io::Error::other)?;
+    let framing = head.body_framing();
     let response = match send_request(client, &mut lease.conn, &up_head, framing).await {
         Ok(res) => res,
         // A pooled connection the server had closed: one retry on a fresh
@@ -297,8 +308,9 @@ where
 enum SendError {
     /// The upstream side broke (write, or reading the answer's head).
     Upstream(io::Error),
-    /// The client's request body broke.
-    Client(PumpError),
+    /// The client's request body broke (the upstream saw an aborted
+    /// request, and its connection is dropped with the lease).
+    Client(HttpError),
 }
 
 impl std::fmt::Display for SendError {
@@ -327,12 +339,13 @@ where
     if framing != Framing::Empty {
         let mut dec = BodyDecoder::new(framing);
         let mut sink = Forward::new(up, framing == Framing::Chunked);
-        pump(&mut dec, client, &mut sink)
-            .await
-            .map_err(|e| match e {
-                PumpError::Sink(e) => SendError::Upstream(e),
-                other => SendError::Client(other),
-            })?;
+        client.set_read_timeout(Some(BODY_TIMEOUT));
+        let pumped = pump(&mut dec, client, &mut sink).await;
+        client.set_read_timeout(None);
+        pumped.map_err(|e| match e {
+            PumpError::Sink(e) => SendError::Upstream(e),
+            PumpError::Source(e) => SendError::Client(e),
+        })?;
         sink.finish().await.map_err(SendError::Upstream)?;
     }
     up.flush().await.map_err(SendError::Upstream)?;
@@ -354,10 +367,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     log::warn!("proxying failed: {e}");
-    if let SendError::Client(_) = e {
+    if let SendError::Client(e) = &e {
+        refuse_malformed(client, e).await;
         return Ok(Outcome {
-            status: 0,
-            source: Source::Upstream,
+            status: e.client_status().unwrap_or(0),
+            source: Source::Local,
             keep_alive: false,
         });
     }
@@ -411,7 +425,12 @@ async fn relay<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let up_framing = response.framing(&head.method).map_err(io::Error::other)?;
+    let up_framing = match response.framing(&head.method) {
+        Ok(framing) => framing,
+        // The lease is dropped: a connection whose answer cannot be
+        // delimited is never used again.
+        Err(e) => return bad_gateway(client, SendError::Upstream(io::Error::other(e))).await,
+    };
     let upstream_keep_alive = response.keep_alive();
     let client_keep_alive = head.keep_alive();
     let status = response.status;
@@ -515,7 +534,7 @@ async fn store_answer(
     if class.verb != Verb::List {
         return tee.commit_queued(None, rv).await;
     }
-    match paging::classify(head.query(), prefix) {
+    match paging::classify(&class.query, prefix) {
         Page::Whole => {
             tee.commit_queued(None, rv).await?;
             state.store.converge(key).await;
@@ -562,7 +581,8 @@ fn cache_key(
     let storable = caller.cached
         && (200..300).contains(&response.status)
         && response.media_type().as_deref() == Some("application/json");
-    let watched = class.verb == Verb::Watch && caller.cached && response.status == 200;
+    let watched =
+        class.verb == Verb::Watch && class.certain && caller.cached && response.status == 200;
     if !(watched || storable && (class.is_cacheable() || class.is_token_request())) {
         return None;
     }
@@ -717,7 +737,7 @@ mod tests {
             ("application/json", "application/json"),
         ];
         for (input, want) in cases {
-            let text = format!("GET / HTTP/1.1\r\nAccept: {input}\r\n\r\n");
+            let text = format!("GET / HTTP/1.1\r\nHost: h\r\nAccept: {input}\r\n\r\n");
             let Ok(crate::http::Parsed::Complete(mut head, _)) =
                 RequestHead::parse(text.as_bytes())
             else {

@@ -75,48 +75,69 @@ pub struct Classified {
     pub verb: Verb,
     /// The resource, for paths under `/api/v1` and `/apis/G/V`.
     pub resource: Option<Resource>,
+    /// The query as the apiserver reads it.
+    pub query: Query,
+    /// Whether the apiserver is certain to read the request the same way:
+    /// no empty, `.` or `..` path segment, no encoded `/`, no bad escape,
+    /// no query pair it would drop, no repeated query key. Uncertain
+    /// requests are forwarded, never cached.
+    pub certain: bool,
 }
 
 /// Sub-resources whose answers are streams or side effects, never cached.
 const UNCACHEABLE_SUBRESOURCES: &[&str] = &["log", "exec", "attach", "portforward", "proxy"];
+/// Sub-resources of a namespace itself (`/api/v1/namespaces/NS/status`).
+const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
 
 impl Classified {
-    /// Classifies a request by method, path and query.
+    /// Classifies a request by method, path and query, the way the
+    /// apiserver's request-info resolver does: the path percent-decoded
+    /// once, the legacy `/watch/` and `/proxy/` verbs, `watch` only on a
+    /// collection GET, booleans as apimachinery parses them.
     pub fn new(method: &str, path: &str, query: Option<&str>, upgrade: bool) -> Classified {
-        let (resource, watch_path) = parse_resource(path);
-        let watch = watch_path || query_flag(query, "watch");
-        let verb = match method {
+        let query = Query::parse(query);
+        let (segments, path_certain) = decode_path(path);
+        let parsed = parse_resource(&segments);
+        let verb = match (&parsed, method) {
             _ if upgrade => Verb::Connect,
-            "GET" if watch => Verb::Watch,
-            "GET" => match &resource {
-                Some(r) if r.name.is_some() => Verb::Get,
-                Some(_) => Verb::List,
-                None => Verb::Discovery,
-            },
-            "POST" => Verb::Create,
-            "PUT" => Verb::Update,
-            "PATCH" => Verb::Patch,
-            "DELETE" => Verb::Delete,
+            (Some((_, Special::Proxy)), _) => Verb::Connect,
+            (Some((_, Special::Watch)), "GET") => Verb::Watch,
+            (Some((r, _)), "GET") if r.name.is_none() && query.flag("watch") => Verb::Watch,
+            (Some((r, _)), "GET") if r.name.is_none() => Verb::List,
+            (Some(_), "GET") => Verb::Get,
+            (None, "GET") => Verb::Discovery,
+            (_, "POST") => Verb::Create,
+            (_, "PUT") => Verb::Update,
+            (_, "PATCH") => Verb::Patch,
+            (_, "DELETE") => Verb::Delete,
             _ => Verb::Other,
         };
-        Classified { verb, resource }
+        let certain = path_certain && query.certain();
+        Classified {
+            verb,
+            resource: parsed.map(|(r, _)| r),
+            query,
+            certain,
+        }
     }
 
     /// Whether a 2xx JSON answer to this request may be stored.
     pub fn is_cacheable(&self) -> bool {
-        match self.verb {
-            Verb::Get | Verb::List | Verb::Discovery => self
-                .resource
-                .as_ref()
-                .and_then(|r| r.subresource.as_deref())
-                .is_none_or(|s| !UNCACHEABLE_SUBRESOURCES.contains(&s)),
-            _ => false,
-        }
+        self.certain
+            && match self.verb {
+                Verb::Get | Verb::List | Verb::Discovery => self
+                    .resource
+                    .as_ref()
+                    .and_then(|r| r.subresource.as_deref())
+                    .is_none_or(|s| !UNCACHEABLE_SUBRESOURCES.contains(&s)),
+                _ => false,
+            }
     }
 
     /// Whether this is a TokenRequest (`POST .../serviceaccounts/NAME/token`).
     pub fn is_token_request(&self) -> bool {
-        self.verb == Verb::Create
+        self.certain
+            && self.verb == Verb::Create
             && self.resource.as_ref().is_some_and(|r| {
                 r.prefix == "/api/v1"
                     && r.resource == "serviceaccounts"
@@ -129,7 +150,8 @@ impl Classified {
     /// (`coordination.k8s.io/v1` `kube-node-lease/NODE`).
     pub fn node_lease(&self) -> Option<&str> {
         let r = self.resource.as_ref()?;
-        (self.verb == Verb::Update
+        (self.certain
+            && self.verb == Verb::Update
             && r.prefix == "/apis/coordination.k8s.io/v1"
             && r.resource == "leases"
             && r.namespace.as_deref() == Some("kube-node-lease")
@@ -139,59 +161,187 @@ impl Classified {
     }
 }
 
-/// Whether `key=true` (or `1`) is in the query.
-pub fn query_flag(query: Option<&str>, key: &str) -> bool {
-    query_value(query, key).is_some_and(|v| v == "true" || v == "1")
+/// A query string read as Go's `url.ParseQuery` reads it for the
+/// apiserver: pairs split on `&`, keys and values unescaped (`+` is a
+/// space), a pair with `;` or a bad escape dropped, the first value of a
+/// key the one that counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    dropped: bool,
 }
 
-/// The first raw (still percent-encoded) value of `key` in the query.
+impl Query {
+    /// Parses the raw query (without `?`).
+    pub fn parse(raw: Option<&str>) -> Query {
+        let mut query = Query::default();
+        for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match (unescape(key, true), unescape(value, true)) {
+                (Some(k), Some(v)) if !pair.contains(';') => query.pairs.push((k, v)),
+                _ => query.dropped = true,
+            }
+        }
+        query
+    }
+
+    /// The first value of `key`.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key.as_bytes())
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of `key` as text, if it is UTF-8.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// A boolean parameter as apimachinery reads it: absent, `0` or
+    /// `false` (any case) is false; anything else, empty included, is true.
+    pub fn flag(&self, key: &str) -> bool {
+        self.get(key)
+            .is_some_and(|v| v != b"0" && !v.eq_ignore_ascii_case(b"false"))
+    }
+
+    /// Every (key, value) pair in order, unescaped.
+    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+
+    /// No pair was dropped and no key repeats: the apiserver cannot read
+    /// it differently from us.
+    fn certain(&self) -> bool {
+        !self.dropped
+            && self
+                .pairs
+                .iter()
+                .enumerate()
+                .all(|(i, (k, _))| self.pairs[..i].iter().all(|(other, _)| other != k))
+    }
+}
+
+/// Whether boolean query parameter `key` is true (see [`Query::flag`]).
+pub fn query_flag(query: Option<&str>, key: &str) -> bool {
+    Query::parse(query).flag(key)
+}
+
+/// The first raw (still percent-encoded) value of `key` in the query,
+/// for callers that do their own decoding; classification uses [`Query`].
 pub fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
     query?
         .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
         .find(|(k, _)| *k == key)
         .map(|(_, v)| v)
 }
 
-/// Splits a path under `/api/v1` or `/apis/G/V`; also says whether it used
-/// the deprecated `/watch/` form.
-fn parse_resource(path: &str) -> (Option<Resource>, bool) {
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+/// Decodes `%XX` escapes once (and `+` as a space when `plus_is_space`,
+/// as in query components); `None` for a `%` not followed by two hex digits.
+pub fn unescape(text: &str, plus_is_space: bool) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let high = (hex[0] as char).to_digit(16)?;
+                let low = (hex[1] as char).to_digit(16)?;
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The path's segments, each percent-decoded once, and whether they are
+/// beyond doubt: no bad escape, no encoded `/`, no empty, `.` or `..`
+/// segment (routers and the apiserver's resolver could differ on those).
+fn decode_path(path: &str) -> (Vec<String>, bool) {
+    let mut certain = true;
+    let raw = path.strip_prefix('/').unwrap_or(path);
+    if raw.is_empty() {
+        return (Vec::new(), true);
+    }
+    let segments = raw
+        .split('/')
+        .map(|raw| {
+            let decoded = unescape(raw, false).unwrap_or_else(|| {
+                certain = false;
+                raw.as_bytes().to_vec()
+            });
+            let text = String::from_utf8_lossy(&decoded).into_owned();
+            if text.is_empty() || text == "." || text == ".." || text.contains('/') {
+                certain = false;
+            }
+            text
+        })
+        .collect();
+    (segments, certain)
+}
+
+/// A verb given by the path (`/api/v1/watch/...`, `/api/v1/proxy/...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Special {
+    None,
+    Watch,
+    Proxy,
+}
+
+/// Splits a path under `/api/v1` or `/apis/G/V` as the apiserver's
+/// request-info resolver does.
+fn parse_resource(segs: &[String]) -> Option<(Resource, Special)> {
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let (prefix, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => (format!("/api/{v}"), rest),
         ["apis", g, v, rest @ ..] => (format!("/apis/{g}/{v}"), rest),
-        _ => return (None, false),
+        _ => return None,
     };
-    let (watch, rest) = match rest {
-        ["watch", rest @ ..] => (true, rest),
-        _ => (false, rest),
+    let (special, rest) = match rest {
+        ["watch", rest @ ..] if !rest.is_empty() => (Special::Watch, rest),
+        ["proxy", rest @ ..] if !rest.is_empty() => (Special::Proxy, rest),
+        _ => (Special::None, rest),
     };
     let mut r = Resource {
         prefix,
         ..Resource::default()
     };
-    let rest = match rest {
-        // `namespaces/NS/RESOURCE...`; `namespaces/NS` alone is the namespace object.
-        ["namespaces", ns, res, more @ ..] => {
+    let parts = match rest {
+        [] => return None,
+        // `namespaces/NS/RESOURCE...`, except the namespace's own
+        // sub-resources (`namespaces/NS/status`).
+        ["namespaces", ns, third, more @ ..] if !NAMESPACE_SUBRESOURCES.contains(third) => {
             r.namespace = Some((*ns).to_owned());
-            r.resource = (*res).to_owned();
-            more
+            let mut parts = vec![*third];
+            parts.extend_from_slice(more);
+            parts
         }
-        [res, more @ ..] => {
-            r.resource = (*res).to_owned();
-            more
+        ["namespaces", ns, ..] => {
+            r.namespace = Some((*ns).to_owned());
+            rest.to_vec()
         }
-        [] => return (None, watch),
+        _ => rest.to_vec(),
     };
-    match rest {
-        [] => {}
-        [name] => r.name = Some((*name).to_owned()),
-        [name, sub, ..] => {
-            r.name = Some((*name).to_owned());
-            r.subresource = Some((*sub).to_owned());
-        }
+    r.resource = parts[0].to_owned();
+    r.name = parts.get(1).map(|n| (*n).to_owned());
+    if special != Special::Proxy {
+        r.subresource = parts.get(2).map(|s| (*s).to_owned());
     }
-    (Some(r), watch)
+    if r.resource == "namespaces" {
+        r.namespace = None;
+    }
+    Some((r, special))
 }
 
 #[cfg(test)]
@@ -318,9 +468,172 @@ mod tests {
     #[test]
     fn query_values() {
         assert_eq!(query_value(Some("a=1&watch=true"), "watch"), Some("true"));
-        assert!(query_flag(Some("watch=1"), "watch"));
-        assert!(!query_flag(Some("watch=false"), "watch"));
-        assert!(!query_flag(None, "watch"));
         assert_eq!(query_value(Some("x"), "x"), Some(""));
+        assert_eq!(
+            Query::parse(Some("c=a%3D%3D+b")).get_str("c"),
+            Some("a== b")
+        );
+        let q = Query::parse(Some("a=1;b=2&%zz=1&ok=%41&first=1&first=2"));
+        assert_eq!(q.get("a"), None, "a pair with ';' is dropped, as Go does");
+        assert_eq!(q.get_str("ok"), Some("A"));
+        assert_eq!(q.get_str("first"), Some("1"));
+        assert!(!q.certain());
+        assert!(Query::parse(Some("a=1&b=2")).certain());
+    }
+
+    /// Booleans as apimachinery's `Convert_Slice_string_To_bool` reads them.
+    #[test]
+    fn boolean_parameters() {
+        let cases: &[(&str, bool)] = &[
+            ("", false),
+            ("watch=0", false),
+            ("watch=false", false),
+            ("watch=FALSE", false),
+            ("watch=False", false),
+            ("watch=fals%65", false),
+            ("watch=false&watch=true", false),
+            ("watch=1", true),
+            ("watch=true", true),
+            ("watch=True", true),
+            ("watch=yes", true),
+            ("watch=", true),
+            ("watch", true),
+            ("watch=+", true),
+            ("watch=00", true),
+            ("%77atch=1", true),
+            ("Watch=1", false),
+        ];
+        for (query, want) in cases {
+            assert_eq!(Query::parse(Some(query)).flag("watch"), *want, "{query:?}");
+        }
+    }
+
+    /// The verb the apiserver's request-info resolver gives each form, and
+    /// whether we may cache its answer.
+    #[test]
+    fn classification_equals_the_apiservers() {
+        let cases: &[(&str, &str, Verb, bool)] = &[
+            (
+                "GET",
+                "/api/v1/namespaces/edge/pods?watch=yes",
+                Verb::Watch,
+                false,
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/edge/pods?watch=",
+                Verb::Watch,
+                false,
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/edge/pods?watch",
+                Verb::Watch,
+                false,
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/edge/pods?watch=True",
+                Verb::Watch,
+                false,
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/edge/pods?%77atch=1",
+                Verb::Watch,
+                false,
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/edge/pods?watch=0",
+                Verb::List,
+                true,
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/edge/pods?watch=false",
+                Verb::List,
+                true,
+            ),
+            (
+                "GET",
+                "/api/v1/%77atch/namespaces/edge/pods",
+                Verb::Watch,
+                false,
+            ),
+            ("GET", "/api/v1/watch/pods", Verb::Watch, false),
+            (
+                "GET",
+                "/api/v1/watch/namespaces/edge/pods/web-1",
+                Verb::Watch,
+                false,
+            ),
+            ("GET", "/apis/apps/v1/watch/deployments", Verb::Watch, false),
+            // watch on a named object is a plain get for the apiserver
+            (
+                "GET",
+                "/api/v1/namespaces/edge/pods/web-1?watch=true",
+                Verb::Get,
+                true,
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/%65dge/pods/web-1",
+                Verb::Get,
+                true,
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/edge/pods/web-1/status",
+                Verb::Get,
+                true,
+            ),
+            ("GET", "/api/v1/namespaces/edge/status", Verb::Get, true),
+            ("GET", "/api/v1/namespaces/edge", Verb::Get, true),
+            (
+                "GET",
+                "/api/v1/proxy/namespaces/edge/pods/web-1",
+                Verb::Connect,
+                false,
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/edge/pods/web-1/proxy/x",
+                Verb::Get,
+                false,
+            ),
+            // uncertain: forwarded, never cached
+            ("GET", "/api/v1/namespaces/edge%2Fx/pods", Verb::List, false),
+            ("GET", "/api/v1//pods", Verb::Get, false),
+            ("GET", "/api/v1/pods/", Verb::Get, false),
+            ("GET", "/api/v1/namespaces/./pods", Verb::List, false),
+            ("GET", "/api/v1/namespaces/%zz/pods", Verb::List, false),
+            ("GET", "/api/v1/pods?a=1;b=2", Verb::List, false),
+            (
+                "GET",
+                "/api/v1/pods?fieldSelector=a&fieldSelector=b",
+                Verb::List,
+                false,
+            ),
+            ("GET", "/api/v1/pods?labelSelector=%zz", Verb::List, false),
+        ];
+        for (method, target, verb, cacheable) in cases {
+            let (path, query) = target
+                .split_once('?')
+                .map_or((*target, None), |(p, q)| (p, Some(q)));
+            let c = Classified::new(method, path, query, false);
+            assert_eq!(c.verb, *verb, "{method} {target}");
+            assert_eq!(c.is_cacheable(), *cacheable, "{method} {target}");
+        }
+        let ns_status = Classified::new("GET", "/api/v1/namespaces/edge/status", None, false);
+        let r = ns_status.resource.unwrap();
+        assert_eq!(
+            (
+                r.resource.as_str(),
+                r.name.as_deref(),
+                r.subresource.as_deref()
+            ),
+            ("namespaces", Some("edge"), Some("status"))
+        );
     }
 }

@@ -148,13 +148,16 @@ impl Upstream {
             identity,
             generation: self.tls.generation(),
         };
-        if let Some(conn) = self.take_idle(&key) {
-            return Ok(Lease {
-                conn,
-                server,
-                reused: true,
-                key,
-            });
+        while let Some(mut conn) = self.take_idle(&key) {
+            if is_quiet(&mut conn).await {
+                return Ok(Lease {
+                    conn,
+                    server,
+                    reused: true,
+                    key,
+                });
+            }
+            log::debug!("upstream: an idle connection spoke or closed; not reused");
         }
         let conn = self.dial(server, config).await?;
         Ok(Lease {
@@ -271,6 +274,14 @@ impl Upstream {
     }
 }
 
+/// Whether an idle connection has nothing to say: no byte, no EOF, no TLS
+/// alert. Anything read from an idle connection is an answer to nothing
+/// (a framing doubt), so such a connection is never reused. One poll, no
+/// waiting.
+async fn is_quiet(conn: &mut UpConn) -> bool {
+    smol::future::poll_once(conn.fill()).await.is_none()
+}
+
 async fn timeout<T>(after: Duration) -> Result<T, DialError> {
     Timer::after(after).await;
     Err(DialError::Timeout)
@@ -314,7 +325,8 @@ async fn connect_via_proxy(proxy: &ProxyUrl, target: &ServerUrl) -> Result<TcpSt
 }
 
 /// Rewrites a client's request head for the upstream: hop-by-hop headers
-/// dropped (except the Upgrade pair of an upgrade request), Host set to the
+/// dropped (except the Upgrade pair of an upgrade request), exactly one
+/// framing field that matches the body we will send, Host set to the
 /// server, the path prefix of `--server` prepended.
 pub fn upstream_head(client: &RequestHead, server: &ServerUrl) -> RequestHead {
     let mut head = client.clone();
@@ -324,6 +336,7 @@ pub fn upstream_head(client: &RequestHead, server: &ServerUrl) -> RequestHead {
         .flatten();
     head.headers.remove_hop_by_hop();
     head.headers.remove("expect");
+    head.headers.set_framing(client.body_framing());
     head.headers.set("Host", server.authority.as_bytes());
     if let Some(proto) = upgrade {
         head.headers.set("Connection", "Upgrade");

@@ -20,6 +20,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::identity::Agent;
+use crate::request::{unescape, Query};
 
 /// Query parameters that never change which entry an answer belongs to.
 const IGNORED_PARAMS: &[&str] = &[
@@ -77,7 +78,8 @@ impl CacheKey {
     ) -> Result<CacheKey, KeyError> {
         let mut segments = Vec::new();
         for raw in path.split('/').filter(|s| !s.is_empty()) {
-            let decoded = percent_decode(raw);
+            let decoded =
+                unescape(raw, false).ok_or_else(|| KeyError::BadSegment(raw.to_owned()))?;
             if decoded.is_empty() || decoded == b"." || decoded == b".." || decoded.contains(&0) {
                 return Err(KeyError::BadSegment(raw.to_owned()));
             }
@@ -201,14 +203,10 @@ fn drop_watch_segment(segments: &mut Vec<String>) {
 }
 
 fn variant(query: Option<&str>, accept: Option<&str>) -> String {
-    let mut params: Vec<(Vec<u8>, Vec<u8>)> = query
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-        .filter(|(k, _)| !IGNORED_PARAMS.contains(k))
-        .map(|(k, v)| (percent_decode(k), percent_decode(&v.replace('+', " "))))
-        .filter(|(_, v)| !v.is_empty())
+    let query = Query::parse(query);
+    let mut params: Vec<(&[u8], &[u8])> = query
+        .pairs()
+        .filter(|(k, v)| !v.is_empty() && !IGNORED_PARAMS.iter().any(|i| i.as_bytes() == *k))
         .collect();
     params.sort();
     let mut parts: Vec<String> = params
@@ -247,26 +245,6 @@ fn accept_variant(accept: Option<&str>) -> Option<String> {
         .collect();
     params.sort();
     (!params.is_empty()).then(|| params.join(","))
-}
-
-/// Decodes `%XX` escapes; invalid escapes stay as they are.
-pub fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
 }
 
 /// Keeps `[A-Za-z0-9._-]`, escapes everything else as `%XX`.

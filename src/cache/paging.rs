@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use super::key::CacheKey;
 use crate::identity::Agent;
-use crate::request::query_value;
+use crate::request::Query;
 
 /// Paged lists in progress kept at most (oldest dropped).
 const MAX_OPEN: usize = 32;
@@ -36,10 +36,11 @@ pub enum Page {
 }
 
 /// Classifies a LIST answer from its query and the start of its body.
-pub fn classify(query: Option<&str>, body_prefix: &[u8]) -> Page {
-    let this = query_value(query, "continue")
+pub fn classify(query: &Query, body_prefix: &[u8]) -> Page {
+    let this = query
+        .get("continue")
         .filter(|c| !c.is_empty())
-        .map(|c| String::from_utf8_lossy(&super::key::percent_decode(c)).into_owned());
+        .map(|c| String::from_utf8_lossy(c).into_owned());
     let next =
         super::json::string_at(body_prefix, &["metadata", "continue"]).filter(|c| !c.is_empty());
     match (this, next) {
@@ -132,16 +133,17 @@ mod tests {
     fn classification() {
         let whole = br#"{"kind":"PodList","metadata":{"resourceVersion":"5"},"items":[]}"#;
         let first = br#"{"kind":"PodList","metadata":{"resourceVersion":"5","continue":"abc","remainingItemCount":1},"items":["#;
-        assert_eq!(classify(Some("limit=2"), whole), Page::Whole);
+        let q = |text| Query::parse(Some(text));
+        assert_eq!(classify(&q("limit=2"), whole), Page::Whole);
         assert_eq!(
-            classify(Some("limit=2"), first),
+            classify(&q("limit=2"), first),
             Page::Part {
                 this: None,
                 next: Some("abc".into())
             }
         );
         assert_eq!(
-            classify(Some("limit=2&continue=abc%3D"), whole),
+            classify(&q("limit=2&continue=abc%3D"), whole),
             Page::Part {
                 this: Some("abc=".into()),
                 next: None

@@ -6,14 +6,20 @@
 //! the buffer is and when to flush downstream before blocking on a read (this
 //! is what makes a watch event reach the client as soon as it arrives).
 //!
-//! Chunked coding reuses [`httparse::parse_chunk_size`]; trailers are read
-//! and discarded, bounded by [`MAX_TRAILER`].
+//! Chunked coding is read strictly by [`chunk_line`] (RFC 9112 7.1, line
+//! ends CRLF only): `httparse::parse_chunk_size` accepts any byte, a bare LF
+//! included, inside an extension and a space before the CRLF, which is
+//! exactly the kind of slack two readers disagree on. Extensions are
+//! ignored; trailer fields are checked and discarded, bounded by
+//! [`MAX_TRAILER`].
 
-use super::head::Framing;
+use super::head::{is_tchar, Framing};
 use super::HttpError;
 
-/// Largest chunk-size line plus trailer section accepted.
+/// Largest trailer section accepted (field lines and the final CRLF).
 pub const MAX_TRAILER: usize = 16 * 1024;
+/// Largest chunk-size line (size, extensions, CRLF) accepted.
+pub const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 /// What the buffered bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +50,9 @@ enum State {
     ChunkData(u64),
     /// Expecting the CRLF after chunk data.
     ChunkEnd,
-    /// After the last chunk: trailer lines until an empty line.
-    Trailer,
+    /// After the last chunk: trailer lines until an empty line; the
+    /// bytes of trailer section read so far.
+    Trailer(usize),
     /// Until the connection closes.
     Close,
     /// Finished.
@@ -117,7 +124,7 @@ impl BodyDecoder {
                 [] | [b'\r'] => Ok(Decoded::NeedMore),
                 _ => Err(HttpError::BadChunk("missing CRLF after chunk data")),
             },
-            State::Trailer => self.trailer(buf),
+            State::Trailer(seen) => self.trailer(buf, seen),
         }
     }
 
@@ -133,35 +140,141 @@ impl BodyDecoder {
     }
 
     fn chunk_size(&mut self, buf: &[u8]) -> Result<Decoded, HttpError> {
-        match httparse::parse_chunk_size(buf) {
-            Ok(httparse::Status::Complete((used, 0))) => {
-                self.state = State::Trailer;
+        match chunk_line(buf)? {
+            Some((used, 0)) => {
+                self.state = State::Trailer(0);
                 Ok(Decoded::Skip(used))
             }
-            Ok(httparse::Status::Complete((used, size))) => {
+            Some((used, size)) => {
                 self.state = State::ChunkData(size);
                 Ok(Decoded::Skip(used))
             }
-            Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILER => {
-                Err(HttpError::BadChunk("chunk-size line too long"))
-            }
-            Ok(httparse::Status::Partial) => Ok(Decoded::NeedMore),
-            Err(_) => Err(HttpError::BadChunk("invalid chunk size")),
-        }
-    }
-
-    fn trailer(&mut self, buf: &[u8]) -> Result<Decoded, HttpError> {
-        // Each trailer line is skipped on its own; the empty line ends the body.
-        match buf.windows(2).position(|w| w == b"\r\n") {
-            Some(0) => {
-                self.state = State::Done;
-                Ok(Decoded::Done(2))
-            }
-            Some(n) => Ok(Decoded::Skip(n + 2)),
-            None if buf.len() > MAX_TRAILER => Err(HttpError::BadChunk("trailer line too long")),
             None => Ok(Decoded::NeedMore),
         }
     }
+
+    fn trailer(&mut self, buf: &[u8], seen: usize) -> Result<Decoded, HttpError> {
+        // Each trailer line is checked and skipped on its own; the empty
+        // line ends the body.
+        let Some(cr) = buf.iter().position(|&b| b == b'\r' || b == b'\n') else {
+            return if seen + buf.len() > MAX_TRAILER {
+                Err(HttpError::BadChunk("trailer section too long"))
+            } else {
+                Ok(Decoded::NeedMore)
+            };
+        };
+        if seen + cr + 2 > MAX_TRAILER {
+            return Err(HttpError::BadChunk("trailer section too long"));
+        }
+        match buf.get(cr..cr + 2) {
+            Some(b"\r\n") => {}
+            None if buf[cr] == b'\r' => return Ok(Decoded::NeedMore),
+            _ => return Err(HttpError::BadChunk("trailer line does not end in CRLF")),
+        }
+        if cr == 0 {
+            self.state = State::Done;
+            return Ok(Decoded::Done(2));
+        }
+        if !is_field_line(&buf[..cr]) {
+            return Err(HttpError::BadChunk("malformed trailer field"));
+        }
+        self.state = State::Trailer(seen + cr + 2);
+        Ok(Decoded::Skip(cr + 2))
+    }
+}
+
+/// A trailer field line: `token ":" OWS value OWS`, no CTL but HTAB.
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    colon > 0
+        && line[..colon].iter().all(|&b| is_tchar(b))
+        && line[colon + 1..]
+            .iter()
+            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Where [`chunk_line`] is inside a chunk-size line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// In the hex digits.
+    Size,
+    /// After whitespace: only `;` may follow.
+    Space,
+    /// After `;` (and whitespace): an extension name must follow.
+    ExtStart,
+    /// In an extension name.
+    Name,
+    /// After an extension name and whitespace: `=` or `;`.
+    NameSpace,
+    /// After `=` (and whitespace): a token or a quoted string.
+    ValueStart,
+    /// In a token value.
+    Token,
+    /// In a quoted string; `true` right after a backslash.
+    Quoted(bool),
+    /// Right after a closing quote.
+    Closed,
+    /// After CR: LF must follow.
+    Cr,
+}
+
+/// Reads one chunk-size line (`1*HEXDIG *( BWS ";" BWS name [ BWS "="
+/// BWS value ] ) CRLF`): `Ok(Some((bytes used, size)))`, `Ok(None)` when
+/// more bytes are needed, or an error at the first byte out of place.
+pub fn chunk_line(buf: &[u8]) -> Result<Option<(usize, u64)>, HttpError> {
+    let bad = |why| Err(HttpError::BadChunk(why));
+    let mut state = Line::Size;
+    let mut size: u64 = 0;
+    let mut digits = 0usize;
+    for (i, &b) in buf.iter().enumerate().take(MAX_CHUNK_LINE) {
+        let ws = b == b' ' || b == b'\t';
+        state = match (state, b) {
+            (Line::Size, _) if b.is_ascii_hexdigit() => {
+                let digit = u64::from((b as char).to_digit(16).unwrap_or(0) as u8);
+                size = match size.checked_mul(16).and_then(|s| s.checked_add(digit)) {
+                    Some(s) => s,
+                    None => return bad("chunk size overflows"),
+                };
+                digits += 1;
+                Line::Size
+            }
+            (Line::Size, _) if digits == 0 => return bad("chunk size is not hexadecimal"),
+            (Line::Cr, b'\n') => return Ok(Some((i + 1, size))),
+            (Line::Cr, _) => return bad("chunk-size line does not end in CRLF"),
+            (Line::Quoted(true), _) if b == b'\t' || b >= 0x20 && b != 0x7f => Line::Quoted(false),
+            (Line::Quoted(false), b'"') => Line::Closed,
+            (Line::Quoted(false), b'\\') => Line::Quoted(true),
+            (Line::Quoted(false), _) if b == b'\t' || b >= 0x20 && b != 0x7f => Line::Quoted(false),
+            (Line::Quoted(_), _) => return bad("bad quoted chunk extension"),
+            (Line::Size | Line::Name | Line::Token | Line::Closed, b'\r') => Line::Cr,
+            (
+                Line::Size
+                | Line::Space
+                | Line::Name
+                | Line::NameSpace
+                | Line::Token
+                | Line::Closed,
+                b';',
+            ) => Line::ExtStart,
+            (Line::Size | Line::Token | Line::Closed, _) if ws => Line::Space,
+            (Line::Space, _) if ws => Line::Space,
+            (Line::ExtStart, _) if ws => Line::ExtStart,
+            (Line::ExtStart | Line::Name, _) if is_tchar(b) => Line::Name,
+            (Line::Name | Line::NameSpace, _) if ws => Line::NameSpace,
+            (Line::Name | Line::NameSpace, b'=') => Line::ValueStart,
+            (Line::ValueStart, _) if ws => Line::ValueStart,
+            (Line::ValueStart, b'"') => Line::Quoted(false),
+            (Line::ValueStart | Line::Token, _) if is_tchar(b) => Line::Token,
+            (_, b'\n') => return bad("chunk-size line ends in a bare LF"),
+            _ => return bad("malformed chunk-size line"),
+        };
+    }
+    if buf.len() >= MAX_CHUNK_LINE {
+        return bad("chunk-size line too long");
+    }
+    Ok(None)
 }
 
 /// Writes the chunk header for `len` bytes of data (`len` > 0).
@@ -255,6 +368,55 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn strict_chunked_table() {
+        let cases: &[(&[u8], Option<&[u8]>)] = &[
+            (b"5;a=b\r\nhello\r\n0\r\n\r\n", Some(b"hello")),
+            (b"5 ;a\r\nhello\r\n0\r\n\r\n", Some(b"hello")),
+            (b"5; a = \"q;\\\"x\"\r\nhello\r\n0\r\n\r\n", Some(b"hello")),
+            (b"5;a;b=c\r\nhello\r\n000;z\r\n\r\n", Some(b"hello")),
+            (b"5\r\nhello\r\n0\r\nA: b\r\nC:\td\r\n\r\n", Some(b"hello")),
+            (b"0000000000000000005\r\nhello\r\n0\r\n\r\n", Some(b"hello")),
+            // slack httparse accepts and a strict reader must not
+            (b"5 \r\nhello\r\n0\r\n\r\n", None),
+            (b"5;a \r\nhello\r\n0\r\n\r\n", None),
+            (b"5;a\nb\r\nhello\r\n0\r\n\r\n", None),
+            (b"5\nhello\r\n0\r\n\r\n", None),
+            (b"5\r\nhello\n0\r\n\r\n", None),
+            (b"5\r\nhello\r\n0\n\r\n", None),
+            (b"5\r\nhello\r\n0\r\n\n", None),
+            (b"5\r\nhello\r\n0\r\nBad Field: x\r\n\r\n", None),
+            (b"5\r\nhello\r\n0\r\nA: b\nc\r\n\r\n", None),
+            (b"5\rhello\r\n0\r\n\r\n", None),
+            (b";a\r\n0\r\n\r\n", None),
+            (b"+5\r\nhello\r\n0\r\n\r\n", None),
+            (b"0x5\r\nhello\r\n0\r\n\r\n", None),
+            (b"10000000000000000\r\nhello\r\n0\r\n\r\n", None),
+            (b"5;\"a\"\r\nhello\r\n0\r\n\r\n", None),
+            (b"5;a=\"x\r\nhello\r\n0\r\n\r\n", None),
+        ];
+        for (wire, want) in cases {
+            for step in [1, 3, 1000] {
+                let got = decode_all(Framing::Chunked, wire, step)
+                    .ok()
+                    .filter(|(_, done)| *done)
+                    .map(|(d, _)| d);
+                assert_eq!(
+                    got.as_deref(),
+                    *want,
+                    "{:?} step {step}",
+                    String::from_utf8_lossy(wire)
+                );
+            }
+        }
+        let mut huge_trailer = b"0\r\n".to_vec();
+        for i in 0..2000 {
+            huge_trailer.extend_from_slice(format!("X-{i}: vvvv\r\n").as_bytes());
+        }
+        huge_trailer.extend_from_slice(b"\r\n");
+        assert!(decode_all(Framing::Chunked, &huge_trailer, 100_000).is_err());
     }
 
     #[test]

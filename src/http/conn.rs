@@ -6,8 +6,11 @@
 
 use std::future::Future;
 use std::io;
+use std::time::Duration;
 
+use smol::future::FutureExt;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use smol::Timer;
 
 use super::body::{BodyDecoder, Decoded};
 use super::head::{Parsed, MAX_HEAD};
@@ -23,6 +26,7 @@ pub struct Conn<S> {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    read_timeout: Option<Duration>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -33,7 +37,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             buf: vec![0; INITIAL_BUFFER],
             start: 0,
             end: 0,
+            read_timeout: None,
         }
+    }
+
+    /// Bounds how long one read may wait for a byte (`None`: unbounded).
+    /// A read that times out fails with [`io::ErrorKind::TimedOut`].
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.read_timeout = timeout;
     }
 
     /// Bytes read but not consumed yet.
@@ -65,7 +76,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.buf.resize(grown, 0);
             }
         }
-        let n = self.io.read(&mut self.buf[self.end..]).await?;
+        let read = self.io.read(&mut self.buf[self.end..]);
+        let n = match self.read_timeout {
+            None => read.await?,
+            Some(limit) => {
+                read.or(async {
+                    Timer::after(limit).await;
+                    Err(io::ErrorKind::TimedOut.into())
+                })
+                .await?
+            }
+        };
         self.end += n;
         Ok(n)
     }
@@ -238,7 +259,7 @@ mod tests {
     #[test]
     fn keep_alive_requests_with_bodies() {
         smol::block_on(async {
-            let wire = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxy\r\n0\r\n\r\n";
+            let wire = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxy\r\n0\r\n\r\n";
             let mut c = conn(wire);
             let mut bodies = Vec::new();
             while let Some(head) = c.read_head(RequestHead::parse).await.unwrap() {

@@ -1,8 +1,17 @@
-//! Request and response heads: parsing with httparse, serialization, framing.
+//! Request and response heads: parsing with httparse, strict validation,
+//! serialization, framing.
+//!
+//! lite-apiserver is the *strict party* of RFC 9112: whatever two readers
+//! could understand differently is refused here, before a byte reaches the
+//! upstream, so no request can desync a pooled upstream connection. On top
+//! of what httparse refuses, a request head is refused when a line ends in
+//! a bare LF, the target is not origin- or absolute-form, `Host` is missing
+//! or repeated, or its framing fields are ambiguous ([`framing_of`]).
 //!
 //! Heads are small and short-lived, so they own their bytes (one `Vec` per
-//! header); bodies are never held here. Every limit is the caller's: the head
-//! buffer is capped at [`MAX_HEAD`] and at most [`MAX_HEADERS`] headers parse.
+//! header); bodies are never held here. Every limit is the caller's: at most
+//! [`MAX_HEAD`] bytes of a head are looked at and at most [`MAX_HEADERS`]
+//! fields parse.
 
 use super::HttpError;
 
@@ -43,6 +52,8 @@ pub enum Framing {
 }
 
 /// Headers a proxy must not forward (RFC 9110 7.6.1), compared lower-case.
+/// `Content-Length` is not hop-by-hop, but a forwarded request always gets
+/// its framing from [`Headers::set_framing`].
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -81,6 +92,11 @@ impl Headers {
             .map(|h| h.value.as_slice())
     }
 
+    /// How many `name` fields there are.
+    pub fn count(&self, name: &str) -> usize {
+        self.get_all(name).count()
+    }
+
     /// Whether any comma-separated token of any `name` header equals `token`.
     pub fn has_token(&self, name: &str, token: &str) -> bool {
         self.get_all(name).any(|v| {
@@ -117,38 +133,15 @@ impl Headers {
         });
     }
 
-    /// The body framing these headers announce (request rules: no
-    /// length and no chunking means no body).
-    fn framing(&self) -> Result<Option<Framing>, HttpError> {
-        let te: Vec<&[u8]> = self.get_all("transfer-encoding").collect();
-        if !te.is_empty() {
-            // Only "chunked" as the final coding can be delimited; we do not
-            // decode other codings, so anything else is refused.
-            let last = te
-                .iter()
-                .flat_map(|v| v.split(|&b| b == b','))
-                .map(|t| t.trim_ascii())
-                .rfind(|t| !t.is_empty());
-            return match last {
-                Some(t) if t.eq_ignore_ascii_case(b"chunked") => Ok(Some(Framing::Chunked)),
-                _ => Err(HttpError::BadFraming("unsupported Transfer-Encoding")),
-            };
+    /// Replaces the framing fields with the one that matches `framing`.
+    pub fn set_framing(&mut self, framing: Framing) {
+        self.remove("content-length");
+        self.remove("transfer-encoding");
+        match framing {
+            Framing::Length(n) => self.set("Content-Length", n.to_string()),
+            Framing::Chunked => self.set("Transfer-Encoding", "chunked"),
+            Framing::Empty | Framing::Close => {}
         }
-        let mut length = None;
-        for v in self.get_all("content-length") {
-            let n = parse_content_length(v)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(HttpError::BadFraming("conflicting Content-Length headers"));
-            }
-            length = Some(n);
-        }
-        Ok(length.map(|n| {
-            if n == 0 {
-                Framing::Empty
-            } else {
-                Framing::Length(n)
-            }
-        }))
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -173,14 +166,170 @@ impl Headers {
     }
 }
 
-fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
-    let text = std::str::from_utf8(v.trim_ascii())
-        .map_err(|_| HttpError::BadFraming("Content-Length is not a number"))?;
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+/// The body framing that `headers` declare (RFC 9112 6.1-6.3), strictly:
+/// both Transfer-Encoding and Content-Length, a coding list that does not
+/// end in exactly one `chunked`, or a Content-Length that is not one
+/// 1*DIGIT value, are refused. `None`: neither field is present.
+pub fn framing_of(headers: &Headers) -> Result<Option<Framing>, HttpError> {
+    let has_te = headers.get("transfer-encoding").is_some();
+    let has_cl = headers.get("content-length").is_some();
+    if has_te && has_cl {
+        return Err(HttpError::BadFraming(
+            "both Transfer-Encoding and Content-Length",
+        ));
+    }
+    if has_te {
+        return transfer_codings(headers).map(Some);
+    }
+    let mut length = None;
+    for value in headers.get_all("content-length") {
+        let n = parse_content_length(value)?;
+        if length.is_some_and(|l| l != n) {
+            return Err(HttpError::BadFraming("conflicting Content-Length values"));
+        }
+        length = Some(n);
+    }
+    Ok(length.map(|n| match n {
+        0 => Framing::Empty,
+        n => Framing::Length(n),
+    }))
+}
+
+/// Reads the Transfer-Encoding list: only `chunked`, once, last, is
+/// something we can delimit; a known-good list with another coding in
+/// front is well-formed but not implemented (501).
+fn transfer_codings(headers: &Headers) -> Result<Framing, HttpError> {
+    let mut codings = Vec::new();
+    for value in headers.get_all("transfer-encoding") {
+        for element in value.split(|&b| b == b',') {
+            let element = trim_ows(element);
+            if element.is_empty() {
+                continue;
+            }
+            if !element.iter().all(|&b| is_tchar(b)) {
+                return Err(HttpError::BadFraming(
+                    "Transfer-Encoding is not a list of codings",
+                ));
+            }
+            codings.push(element);
+        }
+    }
+    let is_chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
+    match codings.last() {
+        None => Err(HttpError::BadFraming("empty Transfer-Encoding")),
+        Some(last) if !is_chunked(last) => Err(HttpError::BadFraming(
+            "chunked is not the final transfer coding",
+        )),
+        Some(_) if codings.iter().filter(|c| is_chunked(c)).count() > 1 => {
+            Err(HttpError::BadFraming("chunked is applied more than once"))
+        }
+        Some(_) if codings.len() > 1 => Err(HttpError::UnsupportedCoding),
+        Some(_) => Ok(Framing::Chunked),
+    }
+}
+
+/// A Content-Length value: exactly 1*DIGIT (leading zeros allowed).
+fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
+    let digits = trim_ows(value);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return Err(HttpError::BadFraming("Content-Length is not a number"));
     }
-    text.parse()
-        .map_err(|_| HttpError::BadFraming("Content-Length is too large"))
+    digits
+        .iter()
+        .try_fold(0u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .ok_or(HttpError::BadFraming("Content-Length is too large"))
+}
+
+/// Strips SP and HTAB (RFC 9110 OWS) from both ends.
+pub fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let is_ws = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !is_ws(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_ws(b))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// RFC 9110 `tchar`: the bytes of a token.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Parses a head with httparse, looking at no more than [`MAX_HEAD`] bytes:
+/// a head that does not end within them is [`HttpError::HeadTooLarge`].
+/// `Ok(None)`: not complete yet. A bare LF is refused here although
+/// httparse accepts it: a reader downstream could see other lines.
+fn parse_within<'b>(
+    buf: &'b [u8],
+    parse: impl FnOnce(&'b [u8]) -> Result<httparse::Status<usize>, httparse::Error>,
+) -> Result<Option<usize>, HttpError> {
+    let window = &buf[..buf.len().min(MAX_HEAD)];
+    let status = parse(window);
+    if let Some(at) = bare_lf(window) {
+        let ended_before = matches!(status, Ok(httparse::Status::Complete(n)) if n <= at);
+        if !ended_before {
+            // The first problem by position wins: a 101st field line that
+            // starts before the bare LF is "too many headers".
+            let lines_before = window[..at].windows(2).filter(|w| w == b"\r\n").count();
+            return Err(if lines_before > MAX_HEADERS {
+                HttpError::TooManyHeaders
+            } else {
+                HttpError::BadHead("a line ends in a bare LF")
+            });
+        }
+    }
+    match status {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if window.len() >= MAX_HEAD => Err(HttpError::HeadTooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders),
+        Err(e) => Err(HttpError::Malformed(e)),
+    }
+}
+
+/// Offset of the first LF not preceded by CR.
+fn bare_lf(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = bytes[from..].iter().position(|&b| b == b'\n') {
+        let at = from + i;
+        if at == 0 || bytes[at - 1] != b'\r' {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// The origin-form (`/path?query`) of a request target: origin-form as is,
+/// absolute-form (`http[s]://authority/path?query`) reduced to its path;
+/// anything else (asterisk- or authority-form, a fragment) is refused.
+fn origin_form(target: &str) -> Result<String, HttpError> {
+    if target.contains('#') {
+        return Err(HttpError::BadTarget);
+    }
+    if target.starts_with('/') {
+        return Ok(target.to_owned());
+    }
+    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+    let rest = if lower.starts_with("http://") {
+        &target[7..]
+    } else if lower.starts_with("https://") {
+        &target[8..]
+    } else {
+        return Err(HttpError::BadTarget);
+    };
+    let path_at = rest.find(['/', '?']).unwrap_or(rest.len());
+    if path_at == 0 {
+        return Err(HttpError::BadTarget);
+    }
+    Ok(match &rest[path_at..] {
+        "" => "/".to_owned(),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.to_owned(),
+    })
 }
 
 /// A request line and its headers.
@@ -188,37 +337,62 @@ fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
 pub struct RequestHead {
     /// Method, e.g. `GET`.
     pub method: String,
-    /// Request target as sent: path and optional `?query`.
+    /// Request target in origin-form: path and optional `?query`.
     pub target: String,
     /// HTTP minor version (0 or 1).
     pub minor: u8,
     /// Headers in order.
     pub headers: Headers,
+    /// The body framing, validated at parse time.
+    framing: Framing,
 }
 
 impl RequestHead {
-    /// Parses a request head from the start of `buf`.
+    /// A request head built in code (no framing fields: no body).
+    pub fn new(method: &str, target: &str, headers: Headers) -> RequestHead {
+        RequestHead {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            minor: 1,
+            headers,
+            framing: Framing::Empty,
+        }
+    }
+
+    /// Parses and validates a request head from the start of `buf`.
     pub fn parse(buf: &[u8]) -> Result<Parsed<RequestHead>, HttpError> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut slots);
-        let used = match req.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-            Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
-            Err(e) => return Err(HttpError::Malformed(e)),
+        let Some(used) = parse_within(buf, |b| req.parse(b))? else {
+            return Ok(Parsed::Partial);
         };
         let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
             return Ok(Parsed::Partial);
         };
-        if !target.starts_with('/') {
-            return Err(HttpError::BadTarget);
+        let target = origin_form(target)?;
+        if method == "CONNECT" {
+            return Err(HttpError::MethodNotAllowed);
         }
+        let headers = Headers::from_httparse(req.headers);
+        let hosts = headers.count("host");
+        if hosts > 1 || (hosts == 0 && minor >= 1) {
+            return Err(HttpError::BadHead("a request needs exactly one Host field"));
+        }
+        let te = headers.get("transfer-encoding").is_some();
+        if minor == 0 && te && headers.get("content-length").is_none() {
+            // (with Content-Length too, framing_of says so first)
+            return Err(HttpError::BadFraming(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
+        }
+        let framing = framing_of(&headers)?.unwrap_or(Framing::Empty);
         Ok(Parsed::Complete(
             RequestHead {
                 method: method.to_owned(),
-                target: target.to_owned(),
+                target,
                 minor,
-                headers: Headers::from_httparse(req.headers),
+                headers,
+                framing,
             },
             used,
         ))
@@ -234,9 +408,14 @@ impl RequestHead {
         self.target.split_once('?').map(|(_, q)| q)
     }
 
-    /// The request body's framing.
+    /// The request body's framing (validated by [`RequestHead::parse`]).
     pub fn framing(&self) -> Result<Framing, HttpError> {
-        Ok(self.headers.framing()?.unwrap_or(Framing::Empty))
+        Ok(self.framing)
+    }
+
+    /// The request body's framing.
+    pub fn body_framing(&self) -> Framing {
+        self.framing
     }
 
     /// Whether the client asks to switch protocols (exec, attach, port-forward).
@@ -287,15 +466,13 @@ impl ResponseHead {
         }
     }
 
-    /// Parses a response head from the start of `buf`.
+    /// Parses a response head from the start of `buf` (same line rules as
+    /// requests: the upstream is held to them too).
     pub fn parse(buf: &[u8]) -> Result<Parsed<ResponseHead>, HttpError> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut slots);
-        let used = match res.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-            Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
-            Err(e) => return Err(HttpError::Malformed(e)),
+        let Some(used) = parse_within(buf, |b| res.parse(b))? else {
+            return Ok(Parsed::Partial);
         };
         let (Some(status), Some(minor)) = (res.code, res.version) else {
             return Ok(Parsed::Partial);
@@ -312,8 +489,11 @@ impl ResponseHead {
     }
 
     /// The response body's framing, given the request method it answers
-    /// (RFC 9112 6.3: HEAD, 1xx, 204 and 304 have no body).
+    /// (RFC 9112 6.3: HEAD, 1xx, 204 and 304 have no body). Ambiguous
+    /// framing fields are an error even where the body is empty: such an
+    /// upstream is not to be trusted with the next request either.
     pub fn framing(&self, request_method: &str) -> Result<Framing, HttpError> {
+        let declared = framing_of(&self.headers)?;
         if request_method.eq_ignore_ascii_case("HEAD")
             || (100..200).contains(&self.status)
             || self.status == 204
@@ -321,7 +501,7 @@ impl ResponseHead {
         {
             return Ok(Framing::Empty);
         }
-        Ok(self.headers.framing()?.unwrap_or(Framing::Close))
+        Ok(declared.unwrap_or(Framing::Close))
     }
 
     /// Whether the server keeps the connection open after this response.
@@ -375,53 +555,137 @@ mod tests {
         }
     }
 
+    /// What parsing a request head gives: its framing, or the status the
+    /// proxy answers.
+    fn verdict(text: &str) -> Result<Framing, u16> {
+        match RequestHead::parse(text.as_bytes()) {
+            Ok(Parsed::Complete(h, _)) => Ok(h.body_framing()),
+            Ok(Parsed::Partial) => Err(0),
+            Err(e) => Err(e.client_status().unwrap_or(0)),
+        }
+    }
+
     #[test]
     fn request_framing_table() {
-        let cases: &[(&str, Result<Framing, ()>)] = &[
-            ("GET / HTTP/1.1\r\n\r\n", Ok(Framing::Empty)),
+        let post = |fields: &str| format!("POST /a HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
+        let cases: &[(&str, Result<Framing, u16>)] = &[
+            ("", Ok(Framing::Empty)),
+            ("Content-Length: 5\r\n", Ok(Framing::Length(5))),
+            ("Content-Length: 005\r\n", Ok(Framing::Length(5))),
+            ("Content-Length: 0\r\n", Ok(Framing::Empty)),
             (
-                "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+                "Content-Length: 5\r\nContent-Length: 5\r\n",
                 Ok(Framing::Length(5)),
             ),
+            ("Content-Length: 5\r\nContent-Length: 6\r\n", Err(400)),
+            ("Content-Length: 5, 5\r\n", Err(400)),
+            ("Content-Length: +5\r\n", Err(400)),
+            ("Content-Length: -1\r\n", Err(400)),
+            ("Content-Length: 0x5\r\n", Err(400)),
+            ("Content-Length: 5 5\r\n", Err(400)),
+            ("Content-Length: \r\n", Err(400)),
+            ("Content-Length: 99999999999999999999999\r\n", Err(400)),
+            ("Transfer-Encoding: chunked\r\n", Ok(Framing::Chunked)),
+            ("Transfer-Encoding: CHUNKED\r\n", Ok(Framing::Chunked)),
+            ("Transfer-Encoding: \tchunked\r\n", Ok(Framing::Chunked)),
+            ("Transfer-Encoding: , chunked,\r\n", Ok(Framing::Chunked)),
+            ("Transfer-Encoding: gzip, chunked\r\n", Err(501)),
+            ("Transfer-Encoding: identity, chunked\r\n", Err(501)),
             (
-                "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
-                Ok(Framing::Empty),
+                "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+                Err(501),
+            ),
+            ("Transfer-Encoding: chunked, chunked\r\n", Err(400)),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                Err(400),
+            ),
+            ("Transfer-Encoding: gzip\r\n", Err(400)),
+            ("Transfer-Encoding: chunked, gzip\r\n", Err(400)),
+            ("Transfer-Encoding: chunked;q=1\r\n", Err(400)),
+            ("Transfer-Encoding: chun ked\r\n", Err(400)),
+            ("Transfer-Encoding: ,\r\n", Err(400)),
+            (
+                "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+                Err(400),
             ),
             (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                Ok(Framing::Chunked),
+                "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+                Err(400),
             ),
+            ("Transfer-Encoding : chunked\r\n", Err(400)),
+            ("Content-Length:5\r\n X: folded\r\n", Err(400)),
+            ("X: a\0b\r\n", Err(400)),
+            ("X: a\rb\r\n", Err(400)),
+            ("X: a\nContent-Length: 5\r\n", Err(400)),
+        ];
+        for (fields, want) in cases {
+            let text = post(fields);
+            assert_eq!(&verdict(&text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn request_line_and_host_table() {
+        let cases: &[(&str, Result<&str, u16>)] = &[
+            ("GET /api?x=1 HTTP/1.1\r\nHost: h\r\n\r\n", Ok("/api?x=1")),
             (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-                Ok(Framing::Chunked),
+                "GET http://h/api?x=1 HTTP/1.1\r\nHost: h\r\n\r\n",
+                Ok("/api?x=1"),
             ),
+            ("GET HTTPS://h:6443 HTTP/1.1\r\nHost: h\r\n\r\n", Ok("/")),
+            ("GET https://h?x HTTP/1.1\r\nHost: h\r\n\r\n", Ok("/?x")),
+            ("GET http:///a HTTP/1.1\r\nHost: h\r\n\r\n", Err(400)),
+            ("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", Err(400)),
+            ("GET h:443 HTTP/1.1\r\nHost: h\r\n\r\n", Err(400)),
+            ("GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n", Err(400)),
+            ("CONNECT /a HTTP/1.1\r\nHost: h\r\n\r\n", Err(405)),
+            ("GET / HTTP/1.1\r\n\r\n", Err(400)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Err(400)),
+            ("GET / HTTP/1.0\r\n\r\n", Ok("/")),
             (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-                Err(()),
+                "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(400),
             ),
-            (
-                "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-                Err(()),
-            ),
-            (
-                "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
-                Ok(Framing::Length(5)),
-            ),
-            ("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", Err(())),
-            (
-                "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-                Err(()),
-            ),
-            // Transfer-Encoding wins over Content-Length (RFC 9112 6.3).
-            (
-                "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-                Ok(Framing::Chunked),
-            ),
+            ("GET / HTTP/1.1\nHost: h\r\n\r\n", Err(400)),
+            ("GET / HTTP/1.1\r\nHost: h\n\n", Err(400)),
+            ("GET  / HTTP/1.1\r\nHost: h\r\n\r\n", Err(400)),
+            ("GET / HTTP/2.0\r\nHost: h\r\n\r\n", Err(400)),
         ];
         for (text, want) in cases {
-            let got = req(text).framing().map_err(|_| ());
-            assert_eq!(&got, want, "{text:?}");
+            let got = match RequestHead::parse(text.as_bytes()) {
+                Ok(Parsed::Complete(h, _)) => Ok(h.target),
+                Ok(Parsed::Partial) => Err(0),
+                Err(e) => Err(e.client_status().unwrap_or(0)),
+            };
+            assert_eq!(got.as_deref().map_err(|c| *c), *want, "{text:?}");
         }
+    }
+
+    #[test]
+    fn head_limits_count_from_the_start() {
+        // A head that does not end within MAX_HEAD is too large, even if a
+        // syntax error follows later.
+        let mut long = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', MAX_HEAD));
+        long.extend_from_slice(b"\0\r\n\r\n");
+        assert!(matches!(
+            RequestHead::parse(&long),
+            Err(HttpError::HeadTooLarge)
+        ));
+        let mut many = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+        for i in 0..MAX_HEADERS {
+            many.push_str(&format!("X-{i}: v\r\n"));
+        }
+        many.push_str("Y: bare\n\r\n");
+        assert!(matches!(
+            RequestHead::parse(many.as_bytes()),
+            Err(HttpError::TooManyHeaders)
+        ));
+        // A bare LF after the head ends is body, not head.
+        let ok = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n\n\n";
+        let head_len = ok.len() - 2;
+        assert!(matches!(RequestHead::parse(ok), Ok(Parsed::Complete(_, n)) if n == head_len));
     }
 
     #[test]
@@ -468,11 +732,11 @@ mod tests {
         assert!(matches!(RequestHead::parse(b"GET"), Ok(Parsed::Partial)));
         assert!(RequestHead::parse(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n").is_err());
         assert!(matches!(
-            RequestHead::parse(b"GET http://x/ HTTP/1.1\r\n\r\n"),
+            RequestHead::parse(b"GET x:80 HTTP/1.1\r\nHost: x\r\n\r\n"),
             Err(HttpError::BadTarget)
         ));
-        let mut many = String::from("GET / HTTP/1.1\r\n");
-        for i in 0..=MAX_HEADERS {
+        let mut many = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+        for i in 0..MAX_HEADERS {
             many.push_str(&format!("X-{i}: v\r\n"));
         }
         many.push_str("\r\n");
@@ -494,15 +758,15 @@ mod tests {
 
     #[test]
     fn keep_alive_and_upgrade() {
-        assert!(req("GET / HTTP/1.1\r\n\r\n").keep_alive());
-        assert!(!req("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive());
+        assert!(req("GET / HTTP/1.1\r\nHost: h\r\n\r\n").keep_alive());
+        assert!(!req("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").keep_alive());
         assert!(!req("GET / HTTP/1.0\r\n\r\n").keep_alive());
         assert!(req("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive());
-        assert!(
-            req("POST /exec HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n")
-                .is_upgrade()
-        );
-        assert!(!req("GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n").is_upgrade());
+        assert!(req(
+            "POST /exec HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n"
+        )
+        .is_upgrade());
+        assert!(!req("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\n\r\n").is_upgrade());
     }
 
     #[test]

@@ -30,8 +30,14 @@ pub enum HttpError {
     TooManyHeaders,
     /// The head is longer than [`head::MAX_HEAD`].
     HeadTooLarge,
-    /// The request target is not an origin-form path.
+    /// The request target is not origin- or absolute-form.
     BadTarget,
+    /// The head breaks a rule httparse does not check (bare LF, Host).
+    BadHead(&'static str),
+    /// A method a proxy must not forward (CONNECT).
+    MethodNotAllowed,
+    /// A transfer coding other than `chunked` (RFC 9112 6.1: 501).
+    UnsupportedCoding,
     /// Content-Length/Transfer-Encoding cannot delimit the body.
     BadFraming(&'static str),
     /// The chunked coding is broken.
@@ -49,7 +55,12 @@ impl fmt::Display for HttpError {
             HttpError::Malformed(e) => write!(f, "malformed head: {e}"),
             HttpError::TooManyHeaders => write!(f, "more than {} headers", head::MAX_HEADERS),
             HttpError::HeadTooLarge => write!(f, "head larger than {} bytes", head::MAX_HEAD),
-            HttpError::BadTarget => write!(f, "request target is not a path"),
+            HttpError::BadTarget => write!(f, "request target is not a path or an http(s) URL"),
+            HttpError::BadHead(why) => write!(f, "bad head: {why}"),
+            HttpError::MethodNotAllowed => write!(f, "CONNECT is not proxied"),
+            HttpError::UnsupportedCoding => {
+                write!(f, "transfer codings other than chunked are not implemented")
+            }
             HttpError::BadFraming(why) => write!(f, "bad body framing: {why}"),
             HttpError::BadChunk(why) => write!(f, "bad chunked coding: {why}"),
             HttpError::UnexpectedEof => write!(f, "connection closed mid-message"),
@@ -62,7 +73,10 @@ impl std::error::Error for HttpError {}
 
 impl From<io::Error> for HttpError {
     fn from(e: io::Error) -> Self {
-        HttpError::Io(e)
+        match e.kind() {
+            io::ErrorKind::TimedOut => HttpError::Timeout,
+            _ => HttpError::Io(e),
+        }
     }
 }
 
@@ -74,10 +88,23 @@ impl HttpError {
             HttpError::TooManyHeaders | HttpError::HeadTooLarge => Some(431),
             HttpError::Malformed(_)
             | HttpError::BadTarget
+            | HttpError::BadHead(_)
             | HttpError::BadFraming(_)
             | HttpError::BadChunk(_) => Some(400),
+            HttpError::MethodNotAllowed => Some(405),
             HttpError::Timeout => Some(408),
+            HttpError::UnsupportedCoding => Some(501),
             HttpError::Io(_) | HttpError::UnexpectedEof => None,
+        }
+    }
+
+    /// The Kubernetes `Status` reason that goes with [`HttpError::client_status`].
+    pub fn status_reason(&self) -> &'static str {
+        match self.client_status() {
+            Some(405) => "MethodNotAllowed",
+            Some(408) => "Timeout",
+            Some(431) => "RequestEntityTooLarge",
+            _ => "BadRequest",
         }
     }
 }

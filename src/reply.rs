@@ -21,7 +21,7 @@ where
     conn.flush().await
 }
 
-/// Writes a Kubernetes `Status` answer (with `Retry-After` if it has one).
+/// Writes a Kubernetes `Status` answer.
 pub async fn send_status<S>(conn: &mut Conn<S>, status: &Status, close: bool) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -29,9 +29,6 @@ where
     let mut head = ResponseHead::new(status.code);
     head.headers.set("Content-Type", "application/json");
     head.headers.set("Cache-Control", "no-cache, private");
-    if let Some(secs) = status.retry_after {
-        head.headers.set("Retry-After", secs.to_string());
-    }
     if close {
         head.headers.set("Connection", "close");
     }

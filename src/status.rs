@@ -11,13 +11,11 @@ pub struct Status {
     pub code: u16,
     /// A `metav1.StatusReason` such as `NotFound` or `ServiceUnavailable`.
     pub reason: &'static str,
-    /// Human-readable explanation.
+    /// Human-readable explanation. Our answers never carry `Retry-After`:
+    /// client-go retries 429/5xx answers that do (up to 10 times), which
+    /// only stalls a client whose answer cannot change until the cloud is
+    /// back, and its own loops (kubelet's) already retry.
     pub message: String,
-    /// Seconds for a `Retry-After` header. client-go retries 429/5xx
-    /// answers that carry one (up to 10 times), so it is set only where
-    /// waiting helps (writes), never on cache misses, where a retry loop
-    /// would only stall the client.
-    pub retry_after: Option<u32>,
 }
 
 impl Status {
@@ -27,14 +25,7 @@ impl Status {
             code,
             reason,
             message: message.into(),
-            retry_after: None,
         }
-    }
-
-    /// The same Status with a `Retry-After` of `secs`.
-    pub fn with_retry_after(mut self, secs: u32) -> Status {
-        self.retry_after = Some(secs);
-        self
     }
 
     /// 404 NotFound.

@@ -1,26 +1,36 @@
-//! The plain-HTTP admin port: `/healthz`, `/readyz`, `/metrics`.
-//!
-//! Loopback only by default; it exposes counters, never cached data.
+//! The plain-HTTP admin port: `/healthz` (alive), `/readyz` (listeners
+//! up), `/metrics` (Prometheus text). Loopback by default; no TLS, no
+//! secrets in it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use smol::net::{TcpListener, TcpStream};
 use smol::Executor;
 
 use crate::http::{Conn, RequestHead, ResponseHead};
-use crate::reply;
-use crate::server::State;
+use crate::k8s::reply;
+use crate::proxy::Context;
+
+/// What the admin port reports on.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// The request path's context (metrics, health, cache stats).
+    pub ctx: Arc<Context>,
+    /// Whether every listener is up.
+    pub ready: Arc<AtomicBool>,
+}
 
 /// Serves the admin port until the task is dropped.
-pub async fn serve(state: Arc<State>, ex: Arc<Executor<'static>>, listener: TcpListener) {
+pub async fn serve(admin: Admin, ex: Arc<Executor<'static>>, listener: TcpListener) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             smol::Timer::after(std::time::Duration::from_millis(100)).await;
             continue;
         };
-        let state = state.clone();
+        let admin = admin.clone();
         ex.spawn(async move {
-            if let Err(e) = serve_one(&state, tcp).await {
+            if let Err(e) = serve_one(&admin, tcp).await {
                 log::debug!("admin connection: {e}");
             }
         })
@@ -28,13 +38,13 @@ pub async fn serve(state: Arc<State>, ex: Arc<Executor<'static>>, listener: TcpL
     }
 }
 
-async fn serve_one(state: &State, tcp: TcpStream) -> std::io::Result<()> {
+async fn serve_one(admin: &Admin, tcp: TcpStream) -> std::io::Result<()> {
     let _ = tcp.set_nodelay(true);
     let mut conn = Conn::new(tcp);
     let Ok(Some(head)) = conn.read_head(RequestHead::parse).await else {
         return Ok(());
     };
-    let (status, content_type, body) = answer(state, &head);
+    let (status, content_type, body) = answer(admin, &head);
     let mut res = ResponseHead::new(status);
     res.headers.set("Content-Type", content_type);
     res.headers.set("Connection", "close");
@@ -42,19 +52,19 @@ async fn serve_one(state: &State, tcp: TcpStream) -> std::io::Result<()> {
 }
 
 /// Status, content type and body for an admin path.
-fn answer(state: &State, head: &RequestHead) -> (u16, &'static str, String) {
+fn answer(admin: &Admin, head: &RequestHead) -> (u16, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
     if head.method != "GET" {
         return (405, TEXT, "method not allowed\n".to_owned());
     }
     match head.path() {
         "/healthz" | "/livez" => (200, TEXT, "ok\n".to_owned()),
-        "/readyz" if state.is_ready() => (200, TEXT, "ok\n".to_owned()),
+        "/readyz" if admin.ready.load(Ordering::Acquire) => (200, TEXT, "ok\n".to_owned()),
         "/readyz" => (503, TEXT, "listeners not up\n".to_owned()),
         "/metrics" => (
             200,
             "text/plain; version=0.0.4; charset=utf-8",
-            state.render_metrics(),
+            admin.ctx.render_metrics(),
         ),
         _ => (404, TEXT, "not found\n".to_owned()),
     }

@@ -502,8 +502,8 @@ enum PemKind {
 
 fn check_pem(path: &Path, flag: &'static str, kind: PemKind) -> Result<(), ConfigError> {
     let what = match kind {
-        PemKind::Certs => crate::tls::load_certs(path).map(|_| ()),
-        PemKind::Key => crate::tls::load_key(path).map(|_| ()),
+        PemKind::Certs => crate::pem::load_certs(path).map(|_| ()),
+        PemKind::Key => crate::pem::load_key(path).map(|_| ()),
     };
     what.map_err(|e| err(flag, e.to_string()))
 }

@@ -26,22 +26,19 @@
 #![warn(missing_docs, rust_2018_idioms)]
 
 pub mod admin;
+pub mod auth;
 pub mod cache;
+pub mod clock;
 pub mod config;
-pub mod health;
 pub mod http;
-pub mod identity;
-pub mod jwks;
-pub mod jwt;
+pub mod iopool;
+pub mod json;
+pub mod k8s;
 pub mod listener;
 pub mod metrics;
-pub mod offline;
+pub mod net;
+pub mod pem;
 pub mod proxy;
-pub mod reply;
-pub mod request;
 pub mod server;
-pub mod status;
 pub mod tls;
-pub mod tokens;
 pub mod upstream;
-pub mod watch;

@@ -15,13 +15,27 @@ use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Timer};
 
 use crate::http::Conn;
-use crate::server::State;
+use crate::proxy::Context;
+use crate::tls::TlsMaterial;
 
 /// A TLS handshake must complete within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the accept loop needs.
+#[derive(Debug, Clone)]
+pub struct Accept {
+    /// The request path's context.
+    pub ctx: Arc<Context>,
+    /// The serving certificate (reloaded on change).
+    pub tls: Arc<TlsMaterial>,
+    /// Open client connections, across listeners.
+    pub connections: Arc<AtomicUsize>,
+    /// `--max-connections`.
+    pub max_connections: usize,
+}
+
 /// Accepts connections on `listener` until the task is dropped.
-pub async fn serve(state: Arc<State>, ex: Arc<Executor<'static>>, listener: TcpListener) {
+pub async fn serve(state: Accept, ex: Arc<Executor<'static>>, listener: TcpListener) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -32,12 +46,11 @@ pub async fn serve(state: Arc<State>, ex: Arc<Executor<'static>>, listener: TcpL
                 continue;
             }
         };
-        let Some(guard) =
-            ConnectionGuard::acquire(&state.connections, state.config.max_connections)
+        let Some(guard) = ConnectionGuard::acquire(&state.connections, state.max_connections)
         else {
             log::warn!(
                 "refusing {peer}: {} connections open (--max-connections)",
-                state.config.max_connections
+                state.max_connections
             );
             drop(tcp);
             continue;
@@ -53,8 +66,8 @@ pub async fn serve(state: Arc<State>, ex: Arc<Executor<'static>>, listener: TcpL
 
 /// Handshake, then HTTP on one connection. Errors are logged here, in the
 /// connection's own task.
-async fn serve_one(state: Arc<State>, tcp: TcpStream) {
-    let _ = tcp.set_nodelay(true);
+async fn serve_one(state: Accept, tcp: TcpStream) {
+    crate::net::tune(&tcp);
     let socket = Some(tcp.clone());
     let acceptor = TlsAcceptor::from(state.tls.server_config());
     let handshake = async { acceptor.accept(tcp).await.map(Some) }.or(async {
@@ -78,13 +91,14 @@ async fn serve_one(state: Arc<State>, tcp: TcpStream) {
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(|cert| crate::tls::common_name(cert.as_ref()));
-    state.metrics.connection_opened();
+    let ctx = state.ctx;
+    ctx.metrics.connection_opened();
     let peer = crate::proxy::Peer {
         cn: peer_cn,
         socket,
     };
-    crate::proxy::serve_connection(state.clone(), Conn::new(tls), peer).await;
-    state.metrics.connection_closed();
+    crate::proxy::conn::serve_connection(ctx.clone(), Conn::new(tls), peer).await;
+    ctx.metrics.connection_closed();
 }
 
 /// One slot of `--max-connections`, given back on drop.

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use crate::request::Verb;
+use crate::k8s::request::Verb;
 
 /// Who answered a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,10 +73,15 @@ pub struct Metrics {
     online: AtomicBool,
     cache_bytes: AtomicU64,
     cache_entries: AtomicU64,
-    dial_failures: AtomicU64,
     connections: AtomicI64,
     watches: AtomicI64,
+    /// In-flight requests cancelled because their server went down, by
+    /// kind ([`CANCEL_KINDS`]).
+    cancelled: [AtomicU64; 3],
 }
+
+/// Kinds of cancelled requests, as labelled in `/metrics`.
+pub const CANCEL_KINDS: [&str; 3] = ["read", "watch", "write"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -87,9 +92,9 @@ impl Default for Metrics {
             online: AtomicBool::new(true),
             cache_bytes: AtomicU64::new(0),
             cache_entries: AtomicU64::new(0),
-            dial_failures: AtomicU64::new(0),
             connections: AtomicI64::new(0),
             watches: AtomicI64::new(0),
+            cancelled: Default::default(),
         }
     }
 }
@@ -118,9 +123,11 @@ impl Metrics {
         self.cache_entries.store(entries, Ordering::Relaxed);
     }
 
-    /// Counts a failed dial or TLS handshake upstream.
-    pub fn upstream_dial_failed(&self) {
-        self.dial_failures.fetch_add(1, Ordering::Relaxed);
+    /// Counts a request cancelled in flight (`kind`: one of [`CANCEL_KINDS`]).
+    pub fn cancelled(&self, kind: &str) {
+        if let Some(i) = CANCEL_KINDS.iter().position(|k| *k == kind) {
+            self.cancelled[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A client connection finished its handshake.
@@ -197,12 +204,18 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
-        let name = "lite_apiserver_upstream_dial_failures_total";
+        let name = "lite_apiserver_upstream_inflight_cancelled_total";
         let _ = writeln!(
             out,
-            "# HELP {name} Failed dials or TLS handshakes upstream.\n# TYPE {name} counter\n{name} {}",
-            self.dial_failures.load(Ordering::Relaxed)
+            "# HELP {name} Requests cancelled in flight because their server went down, by kind.\n# TYPE {name} counter"
         );
+        for (kind, n) in CANCEL_KINDS.iter().zip(&self.cancelled) {
+            let _ = writeln!(
+                out,
+                "{name}{{kind=\"{kind}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
     }
 }
 

@@ -10,28 +10,32 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::config::Config;
+use crate::pem::{load_certs, load_key, PemError};
+
+impl From<PemError> for TlsError {
+    fn from(e: PemError) -> Self {
+        TlsError::Pem(e)
+    }
+}
 
 /// Why TLS material could not be loaded.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum TlsError {
-    /// A file could not be read.
-    Read(PathBuf, std::io::Error),
-    /// A file has no usable PEM block of the expected kind.
-    Pem(PathBuf, &'static str),
+    /// A PEM file could not be loaded.
+    Pem(PemError),
     /// rustls refused the material (e.g. key does not match certificate).
     Rustls(&'static str, rustls::Error),
     /// The client CA bundle could not build a verifier.
@@ -41,8 +45,7 @@ pub enum TlsError {
 impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TlsError::Read(p, e) => write!(f, "cannot read {}: {e}", p.display()),
-            TlsError::Pem(p, what) => write!(f, "{} contains no {what}", p.display()),
+            TlsError::Pem(e) => write!(f, "{e}"),
             TlsError::Rustls(what, e) => write!(f, "{what}: {e}"),
             TlsError::Verifier(e) => write!(f, "--client-ca-file: {e}"),
         }
@@ -50,25 +53,6 @@ impl fmt::Display for TlsError {
 }
 
 impl std::error::Error for TlsError {}
-
-/// Loads every certificate of a PEM file (at least one).
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|e| TlsError::Read(path.to_owned(), e))?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(TlsError::Pem(path.to_owned(), "PEM certificate"));
-    }
-    Ok(certs)
-}
-
-/// Loads the first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|e| TlsError::Read(path.to_owned(), e))?;
-    PrivateKeyDer::from_pem_slice(&bytes)
-        .map_err(|_| TlsError::Pem(path.to_owned(), "PEM private key"))
-}
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -219,10 +203,10 @@ fn build(config: &Config) -> Result<Snapshot, TlsError> {
         let chain = load_certs(&id.cert)?;
         let key = load_key(&id.key)?;
         let Some(cn) = chain.first().and_then(|c| common_name(c.as_ref())) else {
-            return Err(TlsError::Pem(
+            return Err(TlsError::Pem(PemError::Missing(
                 id.cert.clone(),
                 "certificate with a subject CN",
-            ));
+            )));
         };
         let mut cfg = client_builder(config, &roots)?
             .with_client_auth_cert(chain, key)

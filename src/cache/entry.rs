@@ -23,7 +23,7 @@
 use std::fmt;
 use std::io::Read;
 
-use crate::identity::Credential;
+use crate::auth::identity::Credential;
 
 /// First line of every entry.
 pub const MAGIC: &str = "lite-apiserver-entry 1";

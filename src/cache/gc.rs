@@ -2,16 +2,16 @@
 //!
 //! "Read" is the file's modification time: a write sets it, and a read
 //! refreshes it when it is more than an hour old (see
-//! [`crate::cache::store`]), so an entry that clients keep reading offline
+//! [`crate::cache::file::read`]), so an entry that clients keep reading offline
 //! is never collected. Temp files older than an hour (left by a crash) and
 //! directories left empty are removed too. The cache root and the agent
 //! directories stay.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::store::is_entry_name;
+use super::file::{is_entry_name, TMP_PREFIX};
 
 /// Temp files older than this are leftovers of a crash.
 const STALE_TMP: Duration = Duration::from_secs(3600);
@@ -27,57 +27,65 @@ pub struct GcStats {
     pub kept: u64,
 }
 
-/// Sweeps `dir` as of `now`.
-pub fn sweep(dir: &Path, ttl: Duration, now: SystemTime) -> GcStats {
-    let mut stats = GcStats::default();
+/// What a sweep would remove (found without changing anything; the cache
+/// writer removes it, so that no sweep races a write).
+#[derive(Debug, Default)]
+pub struct Expired {
+    /// Entries not read for the TTL, with their sizes.
+    pub entries: Vec<(PathBuf, u64)>,
+    /// Temp files left by a crash.
+    pub temps: Vec<PathBuf>,
+    /// Entries younger than the TTL.
+    pub kept: u64,
+}
+
+/// Walks `dir` as of `now`.
+pub fn expired(dir: &Path, ttl: Duration, now: SystemTime) -> Expired {
+    let mut found = Expired::default();
+    super::file::walk(dir, &mut |path, meta| {
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .unwrap_or_default();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if is_entry_name(name) && age > ttl {
+            found.entries.push((path.to_owned(), meta.len()));
+        } else if is_entry_name(name) {
+            found.kept += 1;
+        } else if name.starts_with(TMP_PREFIX) && age > STALE_TMP {
+            found.temps.push(path.to_owned());
+        }
+    });
+    found
+}
+
+/// Removes directories below the agent directories that are left empty
+/// (each removal synced into its parent). The cache root and the agent
+/// directories stay.
+pub fn remove_empty_dirs(dir: &Path) {
     let Ok(agents) = fs::read_dir(dir) else {
-        return stats;
+        return;
     };
     for agent in agents.flatten() {
         if agent.file_type().is_ok_and(|t| t.is_dir()) {
-            sweep_dir(&agent.path(), ttl, now, &mut stats);
+            prune(&agent.path());
         }
     }
-    stats
 }
 
-/// Returns whether `dir` is empty afterwards.
-fn sweep_dir(dir: &Path, ttl: Duration, now: SystemTime, stats: &mut GcStats) -> bool {
+/// Removes empty directories below `dir`; whether `dir` is empty after.
+fn prune(dir: &Path) -> bool {
     let Ok(read) = fs::read_dir(dir) else {
         return false;
     };
     let mut empty = true;
     for entry in read.flatten() {
         let path = entry.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            empty = false;
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && prune(&path) && fs::remove_dir(&path).is_ok() {
+            let _ = fs::File::open(dir).and_then(|d| d.sync_all());
             continue;
-        };
-        if meta.is_dir() {
-            if sweep_dir(&path, ttl, now, stats) && fs::remove_dir(&path).is_ok() {
-                continue;
-            }
-            empty = false;
-            continue;
-        }
-        let age = meta
-            .modified()
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .unwrap_or_default();
-        let name = entry.file_name();
-        let name = name.to_str().unwrap_or("");
-        let expired =
-            (is_entry_name(name) && age > ttl) || (name.starts_with(".tmp-") && age > STALE_TMP);
-        if expired && fs::remove_file(&path).is_ok() {
-            if is_entry_name(name) {
-                stats.removed += 1;
-                stats.freed += meta.len();
-            }
-            continue;
-        }
-        if is_entry_name(name) {
-            stats.kept += 1;
         }
         empty = false;
     }
@@ -115,12 +123,19 @@ mod tests {
             fs::write(&p, b"x").unwrap();
             set_age(&p, age, now);
         }
-        let stats = sweep(&dir, 7 * day, now);
+        let found = expired(&dir, 7 * day, now);
+        assert_eq!(found.kept, 2);
+        for (path, _) in found.entries.iter() {
+            fs::remove_file(path).unwrap();
+        }
+        for path in found.temps.iter() {
+            fs::remove_file(path).unwrap();
+        }
+        remove_empty_dirs(&dir);
         for (name, _, kept) in cases {
             assert_eq!(pods.join(name).exists(), kept, "{name}");
         }
-        assert_eq!(stats.removed, 1);
-        assert_eq!(stats.kept, 2);
+        assert_eq!(found.entries.len(), 1);
         assert!(!dir.join("kubelet/api/v1/namespaces/gone").exists());
         assert!(dir.join("kubelet").exists());
         let _ = fs::remove_dir_all(&dir);

@@ -19,8 +19,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::identity::Agent;
-use crate::request::{unescape, Query};
+use crate::auth::identity::Agent;
+use crate::k8s::request::{unescape, Query};
 
 /// Query parameters that never change which entry an answer belongs to.
 const IGNORED_PARAMS: &[&str] = &[
@@ -113,6 +113,27 @@ impl CacheKey {
         }
         path.push(format!("{last}@{}.json", self.variant));
         path
+    }
+
+    /// The key of one page of this list: the request's `continue` token
+    /// (`None` for the first page) made part of the variant.
+    pub fn page(&self, continued: Option<&str>) -> CacheKey {
+        let marker = continued.map_or_else(
+            || "first".to_owned(),
+            |t| t.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        );
+        let mut variant = self.variant.clone();
+        if !variant.is_empty() {
+            variant.push(',');
+        }
+        variant.push_str(PAGE_PARAM);
+        variant.push('=');
+        variant.push_str(&marker);
+        CacheKey {
+            agent: self.agent.clone(),
+            segments: self.segments.clone(),
+            variant: fit(variant),
+        }
     }
 
     /// Whether the answer is a server-rendered Table (`as=Table`).
@@ -216,7 +237,14 @@ fn variant(query: Option<&str>, accept: Option<&str>) -> String {
     if let Some(media) = accept_variant(accept) {
         parts.push(media);
     }
-    let text = parts.join(",");
+    fit(parts.join(","))
+}
+
+/// The page marker in a page key's variant.
+const PAGE_PARAM: &str = "lite-apiserver-page";
+
+/// `text`, or its hash when it is too long for a file name.
+fn fit(text: String) -> String {
     if text.len() <= MAX_VARIANT {
         return text;
     }

@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 
-use super::json::{self, JsonError};
-use crate::watch::{EventType, OwnedEvent};
+use crate::json::{self, JsonError};
+use crate::k8s::watch::{EventType, OwnedEvent};
 
 /// Bytes read from the source at a time.
 const READ_SIZE: usize = 64 * 1024;

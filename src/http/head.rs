@@ -460,7 +460,7 @@ impl ResponseHead {
     pub fn new(status: u16) -> ResponseHead {
         ResponseHead {
             status,
-            reason: crate::status::reason_phrase(status).to_owned(),
+            reason: crate::http::reason_phrase(status).to_owned(),
             minor: 1,
             headers: Headers::default(),
         }
@@ -530,7 +530,7 @@ impl ResponseHead {
         out.extend_from_slice(self.status.to_string().as_bytes());
         out.push(b' ');
         let reason = if self.reason.is_empty() {
-            crate::status::reason_phrase(self.status)
+            crate::http::reason_phrase(self.status)
         } else {
             &self.reason
         };

@@ -568,7 +568,7 @@ fn main() {
 /// 2,000-item list (in memory source, discarded output: the patcher alone).
 fn patch_cost(rounds: usize) -> (f64, f64) {
     use lite_apiserver::cache::patch::apply_events;
-    use lite_apiserver::watch::{EventType, OwnedEvent};
+    use lite_apiserver::k8s::watch::{EventType, OwnedEvent};
     let pod = |i: usize, rv: usize| {
         serde_json::to_string(&support::world::pod(
             "edge",

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lite_apiserver::http::{BodyDecoder, Decoded, Framing, RequestHead};
-use lite_apiserver::request::{Classified, Verb};
+use lite_apiserver::k8s::request::{Classified, Verb};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -509,7 +509,7 @@ fn status_body(code: u16, reason: &str, message: &str, details: Option<Value>) -
 }
 
 fn write_response(out: &mut Tls, status: u16, content_type: &str, body: &[u8]) -> io::Result<()> {
-    let reason = lite_apiserver::status::reason_phrase(status);
+    let reason = lite_apiserver::http::reason_phrase(status);
     let mut head = format!(
         "HTTP/1.1 {status} {reason}\r\nAudit-Id: 00000000-0000-0000-0000-000000000000\r\nCache-Control: no-cache, private\r\nContent-Type: {content_type}\r\n"
     );
@@ -532,7 +532,7 @@ fn write_chunk(out: &mut Tls, data: &[u8]) -> io::Result<()> {
 }
 
 fn query(q: Option<&str>, name: &str) -> Option<String> {
-    lite_apiserver::request::query_value(q, name).map(percent_decode)
+    lite_apiserver::k8s::request::query_value(q, name).map(percent_decode)
 }
 
 fn percent_decode(v: &str) -> String {

@@ -1,7 +1,7 @@
 //! Service-account JWTs the double signs (RS256 with the test-only RSA key
 //! in tests/data, ES256 with a fresh P-256 key) and the JWKS it publishes.
 
-use lite_apiserver::jwt::{b64url_encode, Jwks};
+use lite_apiserver::auth::jwt::{b64url_encode, Jwks};
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 

@@ -141,7 +141,7 @@ fn fixture_watch_applies_to_fixture_list() {
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
     {
-        let e = crate::watch::WatchEvent::parse(line).unwrap();
+        let e = crate::k8s::watch::WatchEvent::parse(line).unwrap();
         events.push(e.to_owned_event(line));
     }
     let mut out = Vec::new();
@@ -159,7 +159,7 @@ fn fixture_watch_applies_to_fixture_list() {
         .rev()
         .find_map(|e| e.resource_version.clone())
         .unwrap();
-    assert_eq!(crate::cache::json::resource_version(&out), Some(last_rv));
+    assert_eq!(crate::json::resource_version(&out), Some(last_rv));
     assert_eq!(outcome.items as usize, names.len());
     assert!(names.contains(&"web-1".to_owned()));
 }
@@ -274,11 +274,11 @@ fn random_events_match_a_naive_model() {
     // where an item was deleted and re-added within one batch.
     let mut got: Vec<Vec<u8>> = Vec::new();
     apply_events(&mut cached.as_slice(), &mut io::sink(), &[], &mut |_, _| {}).unwrap();
-    let items = crate::cache::json::member(&cached, 0, "items").unwrap();
+    let items = crate::json::member(&cached, 0, "items").unwrap();
     let mut rest = items.start + 1;
-    while let Ok(r) = crate::cache::json::value_range(&cached, rest) {
+    while let Ok(r) = crate::json::value_range(&cached, rest) {
         got.push(cached[r.clone()].to_vec());
-        rest = crate::cache::json::skip_ws(&cached, r.end) + 1;
+        rest = crate::json::skip_ws(&cached, r.end) + 1;
     }
     let mut want: Vec<Vec<u8>> = model.iter().map(|(_, b)| b.clone().into_bytes()).collect();
     got.sort();
@@ -289,10 +289,7 @@ fn random_events_match_a_naive_model() {
         got.len(),
         want.len()
     );
-    assert_eq!(
-        crate::cache::json::resource_version(&cached),
-        Some(rv.to_string())
-    );
+    assert_eq!(crate::json::resource_version(&cached), Some(rv.to_string()));
 }
 
 #[test]

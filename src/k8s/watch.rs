@@ -6,7 +6,7 @@
 //! byte stream and cuts at newlines. An event larger than [`MAX_EVENT`] is
 //! skipped rather than buffered without bound.
 
-use crate::cache::json;
+use crate::json;
 
 /// Largest event kept.
 pub const MAX_EVENT: usize = 16 * 1024 * 1024;

@@ -48,67 +48,19 @@ impl Status {
         Status::new(400, "BadRequest", message)
     }
 
-    /// The reason phrase for the status line.
-    pub fn reason_phrase(&self) -> &'static str {
-        reason_phrase(self.code)
-    }
-
     /// The JSON body.
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(160 + self.message.len());
         out.push_str(
             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":""#,
         );
-        escape_json_into(&self.message, &mut out);
+        crate::json::escape_into(&self.message, &mut out);
         out.push_str(r#"","reason":""#);
         out.push_str(self.reason);
         out.push_str(r#"","code":"#);
         out.push_str(&self.code.to_string());
         out.push_str("}\n");
         out
-    }
-}
-
-/// The standard reason phrase of an HTTP status code.
-pub fn reason_phrase(code: u16) -> &'static str {
-    match code {
-        101 => "Switching Protocols",
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        410 => "Gone",
-        413 => "Payload Too Large",
-        414 => "URI Too Long",
-        422 => "Unprocessable Entity",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Unknown",
-    }
-}
-
-/// Appends `s` to `out` as the inside of a JSON string literal.
-pub fn escape_json_into(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
     }
 }
 
@@ -124,12 +76,5 @@ mod tests {
             "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\
              \"message\":\"pods \\\"web-1\\\" not found (offline)\",\"reason\":\"NotFound\",\"code\":404}\n"
         );
-    }
-
-    #[test]
-    fn control_characters_are_escaped() {
-        let mut out = String::new();
-        escape_json_into("a\u{1}\tb", &mut out);
-        assert_eq!(out, "a\\u0001\\tb");
     }
 }

@@ -6,7 +6,7 @@ use std::io;
 use smol::io::{AsyncRead, AsyncWrite};
 
 use crate::http::{Conn, ResponseHead};
-use crate::status::Status;
+use crate::k8s::status::Status;
 
 /// Writes a complete response with a Content-Length body and flushes.
 pub async fn send<S>(conn: &mut Conn<S>, mut head: ResponseHead, body: &[u8]) -> io::Result<()>

@@ -4,7 +4,7 @@ use super::*;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, RsaKeyPair};
 
-const RSA_DER: &[u8] = include_bytes!("../../tests/data/test-only-sa-rsa-key.der");
+const RSA_DER: &[u8] = include_bytes!("../../../tests/data/test-only-sa-rsa-key.der");
 const NOW: u64 = 1_795_521_600;
 
 struct Keys {
@@ -224,7 +224,7 @@ fn fixture_jwks_and_token() {
     .is_some();
     assert!(iat);
     let exp_text = json::string_at(&answer, &["status", "expirationTimestamp"]).unwrap();
-    let exp = crate::tokens::parse_rfc3339(&exp_text).unwrap();
+    let exp = crate::clock::parse_rfc3339(&exp_text).unwrap();
     assert_eq!(set.verify(&token, exp - 60).map(|c| c.sub), Ok(sub));
     assert_eq!(set.verify(&token, exp + 1), Err(JwtError::Expired));
 }

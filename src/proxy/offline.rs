@@ -18,46 +18,59 @@
 //!   offline `kubectl create` would hang for 10 s and then report a rate
 //!   limiter instead of the outage; kubelet's own loops already retry).
 
-use std::io::{self, Read};
+use std::io;
 use std::time::Duration;
 
 use smol::future::FutureExt;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::Timer;
 
+use crate::auth::identity::Caller;
 use crate::cache::key::CacheKey;
-use crate::cache::store::{Entry, Miss};
+use crate::cache::{Entry, Miss};
 use crate::http::body::{chunk_header, LAST_CHUNK};
 use crate::http::{pump, BodyDecoder, Conn, Framing, ResponseHead, Sink};
-use crate::identity::Caller;
+use crate::k8s::reply;
+use crate::k8s::request::{Classified, Verb};
+use crate::k8s::status::Status;
 use crate::metrics::Source;
-use crate::proxy::Outcome;
-use crate::request::{Classified, Verb};
-use crate::server::State;
-use crate::status::Status;
-use crate::{reply, tokens};
+use crate::proxy::tokens;
+use crate::proxy::{Context, Outcome};
 
 /// Longest an offline watch is held without `timeoutSeconds`.
 pub const DEFAULT_WATCH_HOLD: Duration = Duration::from_secs(300);
 /// How often an offline watch sends a BOOKMARK.
 pub const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
-/// Largest request body read offline (a Lease or TokenRequest is ~1 KB).
-const MAX_OFFLINE_BODY: usize = 1 << 20;
-/// Piece size when streaming an entry from disk.
-const READ_PIECE: usize = 16 * 1024;
+/// Largest request body read offline (a Lease or TokenRequest is ~1 KB;
+/// 1,000 slow clients cannot make this add up to much).
+const MAX_OFFLINE_BODY: usize = 64 * 1024;
+
+/// Whether the request's body is still to be read from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// Not read yet.
+    Unread,
+    /// Already sent upstream by an attempt that failed: the answer is
+    /// given without it, and the connection closes after it.
+    Consumed,
+}
 
 /// Answers a request without the upstream.
 pub async fn answer<S>(
-    state: &State,
+    state: &Context,
     client: &mut Conn<S>,
     head: &crate::http::RequestHead,
     class: &Classified,
     caller: &Caller,
+    unread: Body,
 ) -> io::Result<Outcome>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let body = read_body(client, head).await;
+    let body = match unread {
+        Body::Unread => read_body(client, head).await,
+        Body::Consumed => None,
+    };
     let keep_alive = head.keep_alive() && body.is_some();
     let body = body.unwrap_or_default();
     match class.verb {
@@ -74,7 +87,7 @@ where
             res.headers.set("Content-Type", content_type);
             res.headers.set("Cache-Control", "no-cache, private");
             reply::send(client, res, &body).await?;
-            Ok(local(200, keep_alive))
+            Ok(Outcome::local(200, keep_alive))
         }
         Verb::Create if class.is_token_request() => {
             let status = match tokens::cached_token(state, head, caller).await {
@@ -116,7 +129,7 @@ where
     }
     let mut sink = Collect(Vec::new());
     let mut dec = BodyDecoder::new(framing);
-    client.set_read_timeout(Some(crate::proxy::BODY_TIMEOUT));
+    client.set_read_timeout(Some(crate::proxy::conn::BODY_TIMEOUT));
     let pumped = pump(&mut dec, client, &mut sink).await;
     client.set_read_timeout(None);
     pumped.ok()?;
@@ -139,20 +152,12 @@ impl Sink for Collect {
     }
 }
 
-fn local(status: u16, keep_alive: bool) -> Outcome {
-    Outcome {
-        status,
-        source: Source::Local,
-        keep_alive,
-    }
-}
-
 async fn refuse<S>(client: &mut Conn<S>, status: &Status, keep_alive: bool) -> io::Result<Outcome>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     reply::send_status(client, status, !keep_alive).await?;
-    Ok(local(status.code, keep_alive))
+    Ok(Outcome::local(status.code, keep_alive))
 }
 
 /// kubelet renewing the Lease of its own node (a client cert of
@@ -170,7 +175,7 @@ fn is_own_lease_renewal(class: &Classified, caller: &Caller) -> bool {
 
 /// Looks up the caller's entry and streams it, or says why not.
 async fn serve_entry<S>(
-    state: &State,
+    state: &Context,
     client: &mut Conn<S>,
     head: &crate::http::RequestHead,
     class: &Classified,
@@ -204,7 +209,7 @@ where
 
 /// The entry for this caller and request, or the Status explaining a miss.
 pub async fn lookup(
-    state: &State,
+    state: &Context,
     head: &crate::http::RequestHead,
     caller: &Caller,
 ) -> Result<Entry, Status> {
@@ -217,10 +222,9 @@ pub async fn lookup(
     .map_err(|e| Status::bad_request(format!("lite-apiserver: {e}")))?;
     let keys = state.keys.get();
     let credential = caller
-        .offline_credential(keys.as_deref(), crate::server::unix_now())
+        .offline_credential(keys.as_deref(), crate::clock::unix_now())
         .map_err(|why| Status::forbidden(format!("lite-apiserver (offline): {why}")))?;
-    state.watches.flush_pending(&key).await;
-    match state.store.read(&key) {
+    match state.store.read(&key).await {
         Ok(entry) if entry.allows(&credential) => Ok(entry),
         Ok(_) => Err(Status::forbidden(format!(
             "lite-apiserver (offline): {} was not read online with this client's credential",
@@ -252,19 +256,25 @@ where
     if !keep_alive {
         res.headers.set("Connection", "close");
     }
-    let mut out = Vec::with_capacity(READ_PIECE + 512);
+    let mut out = Vec::with_capacity(1024);
     res.encode(&mut out);
-    let mut left = entry.meta.length;
-    let mut piece = vec![0u8; READ_PIECE];
-    while left > 0 {
-        let want = READ_PIECE.min(usize::try_from(left).unwrap_or(READ_PIECE));
-        entry.file.read_exact(&mut piece[..want])?;
-        out.extend_from_slice(&piece[..want]);
-        client.write_all(&out).await?;
-        out.clear();
-        left -= want as u64;
+    let mut sent = 0u64;
+    while let Some(piece) = entry.next_piece().await? {
+        if out.is_empty() {
+            client.write_all(&piece).await?;
+        } else {
+            out.extend_from_slice(&piece);
+            client.write_all(&out).await?;
+            out = Vec::new();
+        }
+        sent += piece.len() as u64;
     }
-    client.write_all(&out).await?;
+    if !out.is_empty() {
+        client.write_all(&out).await?;
+    }
+    if sent != entry.meta.length {
+        return Err(io::Error::other("cache entry shorter than its header says"));
+    }
     client.flush().await?;
     Ok(Outcome {
         status,
@@ -275,7 +285,7 @@ where
 
 /// Holds an offline watch open with no events (bookmarks aside).
 async fn hold_watch<S>(
-    state: &State,
+    state: &Context,
     client: &mut Conn<S>,
     head: &crate::http::RequestHead,
     class: &Classified,
@@ -290,10 +300,10 @@ where
         .and_then(|v| v.parse::<u64>().ok())
         .map_or(DEFAULT_WATCH_HOLD, Duration::from_secs);
     let bookmark = if class.query.flag("allowWatchBookmarks") {
-        lookup(state, head, caller)
-            .await
-            .ok()
-            .and_then(bookmark_event)
+        match lookup(state, head, caller).await {
+            Ok(entry) => bookmark_event(entry).await,
+            Err(_) => None,
+        }
     } else {
         None
     };
@@ -325,7 +335,7 @@ where
             Ok(())
         })
         .or(async {
-            state.health.wait_online().await;
+            state.upstream.health.wait_online().await;
             Ok(())
         })
         .await;
@@ -341,19 +351,18 @@ where
 }
 
 /// A BOOKMARK event line carrying a cached list's resourceVersion.
-fn bookmark_event(mut entry: Entry) -> Option<Vec<u8>> {
+async fn bookmark_event(entry: Entry) -> Option<Vec<u8>> {
     let rv = entry.meta.resource_version.clone()?;
-    let mut prefix = vec![0u8; 4096];
-    let n = entry.file.read(&mut prefix).ok()?;
-    let (kind, api_version) = crate::cache::json::kind_and_api_version(&prefix[..n])?;
+    let prefix = entry.prefix(4096).await?;
+    let (kind, api_version) = crate::json::kind_and_api_version(&prefix)?;
     let kind = kind.strip_suffix("List").unwrap_or(&kind).to_owned();
     let mut line = String::with_capacity(128);
     line.push_str(r#"{"type":"BOOKMARK","object":{"kind":""#);
-    crate::status::escape_json_into(&kind, &mut line);
+    crate::json::escape_into(&kind, &mut line);
     line.push_str(r#"","apiVersion":""#);
-    crate::status::escape_json_into(&api_version, &mut line);
+    crate::json::escape_into(&api_version, &mut line);
     line.push_str(r#"","metadata":{"resourceVersion":""#);
-    crate::status::escape_json_into(&rv, &mut line);
+    crate::json::escape_into(&rv, &mut line);
     line.push_str("\"}}}\n");
     Some(line.into_bytes())
 }

@@ -291,9 +291,24 @@ pub fn object_identity(obj: &[u8]) -> Option<(Option<String>, String, Option<Str
 pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
-    crate::status::escape_json_into(s, &mut out);
+    escape_into(s, &mut out);
     out.push('"');
     out
+}
+
+/// Appends `s` to `out` as the inside of a JSON string literal.
+pub fn escape_into(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -383,5 +398,12 @@ mod tests {
         assert_eq!(resource_version(&body).as_deref(), Some("226"));
         let items = member(&body, 0, "items").expect("items");
         assert!(body[items].starts_with(b"["));
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut out = String::new();
+        escape_into("a\u{1}\tb", &mut out);
+        assert_eq!(out, "a\\u0001\\tb");
     }
 }

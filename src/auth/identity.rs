@@ -205,8 +205,8 @@ impl Caller {
             return Some(Credential::ClientCert(cn.clone()));
         }
         let token = self.token.as_deref()?;
-        if crate::jwt::looks_like_jwt(token) {
-            return crate::jwt::unverified_subject(token).map(Credential::ServiceAccount);
+        if crate::auth::jwt::looks_like_jwt(token) {
+            return crate::auth::jwt::unverified_subject(token).map(Credential::ServiceAccount);
         }
         Some(Credential::from_token(token))
     }
@@ -216,7 +216,7 @@ impl Caller {
     /// be expired (it never falls back to its hash).
     pub fn offline_credential(
         &self,
-        keys: Option<&crate::jwt::Jwks>,
+        keys: Option<&crate::auth::jwt::Jwks>,
         now_unix: u64,
     ) -> Result<Credential, String> {
         if let Some(cn) = &self.cn {
@@ -225,7 +225,7 @@ impl Caller {
         let Some(token) = self.token.as_deref() else {
             return Err("the request carries no client certificate and no bearer token".to_owned());
         };
-        if !crate::jwt::looks_like_jwt(token) {
+        if !crate::auth::jwt::looks_like_jwt(token) {
             return Ok(Credential::from_token(token));
         }
         let keys = keys.ok_or("no service-account keys are cached to verify the token")?;

@@ -1,32 +1,13 @@
-//! TokenRequest answers kept for offline use.
-//!
-//! Online, the answer to `POST .../serviceaccounts/NAME/token` is stored like
-//! any cached entry (per agent, bound to the caller's credential). Offline,
-//! the same request gets that answer back while the token in it has not
-//! expired. A token is never signed locally: without a cached, unexpired
-//! answer the request gets 503.
+//! Wall-clock time as the cache and the token checks need it: Unix
+//! seconds, and Kubernetes' RFC 3339 timestamps. A leaf: no crate imports.
 
-use std::io::Read;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::http::RequestHead;
-use crate::identity::Caller;
-use crate::server::State;
-
-/// Largest TokenRequest answer read back (they are about 2 KB).
-const MAX_ANSWER: u64 = 64 * 1024;
-
-/// The cached TokenRequest answer for this caller and request, if its token
-/// is still valid.
-pub async fn cached_token(state: &State, head: &RequestHead, caller: &Caller) -> Option<Vec<u8>> {
-    let mut entry = crate::offline::lookup(state, head, caller).await.ok()?;
-    if entry.meta.length > MAX_ANSWER {
-        return None;
-    }
-    let mut body = Vec::new();
-    entry.file.read_to_end(&mut body).ok()?;
-    let expiry = crate::cache::json::string_at(&body, &["status", "expirationTimestamp"])?;
-    let expires = parse_rfc3339(&expiry)?;
-    (expires > crate::server::unix_now()).then_some(body)
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Seconds since the epoch of an RFC 3339 UTC timestamp as Kubernetes writes

@@ -1,0 +1,133 @@
+//! One client connection, request by request: read a head (under time
+//! limits), classify it as the apiserver would, identify the caller, hand
+//! it to [`crate::proxy::online::route`], log one line.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smol::future::FutureExt;
+use smol::io::{AsyncRead, AsyncWrite};
+use smol::Timer;
+
+use super::{online, Context, Outcome, Peer};
+use crate::auth::identity::Caller;
+use crate::http::{Conn, HttpError, RequestHead};
+use crate::k8s::reply;
+use crate::k8s::request::Classified;
+use crate::k8s::status::Status;
+use crate::metrics::Source;
+
+/// A keep-alive connection may sit idle this long between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Once a request started arriving, its head must be complete within this.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body may pause this long between two reads.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves every request of one client connection.
+pub async fn serve_connection<S>(ctx: Arc<Context>, mut client: Conn<S>, peer: Peer)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let head = match read_request_head(&mut client).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(e) => {
+                refuse_malformed(&mut client, &e).await;
+                log::debug!("client connection: {e}");
+                return;
+            }
+        };
+        let outcome = handle(&ctx, &mut client, head, &peer).await;
+        if !outcome.keep_alive {
+            let _ = client.close().await;
+            return;
+        }
+    }
+}
+
+/// Answers a request that broke the HTTP rules (400, 405, 408, 431, 501),
+/// when an answer still makes sense; the connection is closed after it.
+pub async fn refuse_malformed<S>(client: &mut Conn<S>, e: &HttpError)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Some(code) = e.client_status() {
+        let status = Status::new(code, e.status_reason(), format!("lite-apiserver: {e}"));
+        let _ = reply::send_status(client, &status, true).await;
+    }
+}
+
+/// Reads the next head: the first byte may take [`IDLE_TIMEOUT`], the rest
+/// of the head [`HEAD_TIMEOUT`].
+async fn read_request_head<S>(client: &mut Conn<S>) -> Result<Option<RequestHead>, HttpError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if client.buffered().is_empty() {
+        let first = async { client.fill().await.map_err(HttpError::from) }
+            .or(async {
+                Timer::after(IDLE_TIMEOUT).await;
+                Ok(0)
+            })
+            .await?;
+        if first == 0 {
+            return Ok(None);
+        }
+    }
+    client
+        .read_head(RequestHead::parse)
+        .or(async {
+            Timer::after(HEAD_TIMEOUT).await;
+            Err(HttpError::Timeout)
+        })
+        .await
+}
+
+/// Handles one request and logs it.
+async fn handle<S>(
+    ctx: &Context,
+    client: &mut Conn<S>,
+    mut head: RequestHead,
+    peer: &Peer,
+) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let class = Classified::new(&head.method, head.path(), head.query(), head.is_upgrade());
+    let caller =
+        Caller::new(&head, peer.cn.as_deref(), &ctx.cache_agents).with_socket(peer.socket.clone());
+    if caller.cached {
+        online::rewrite_accept(&mut head);
+    }
+    let outcome = match online::route(ctx, client, &head, &class, &caller).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            log::debug!("{} {} {}: {e}", caller.agent, head.method, head.target);
+            Outcome::broken(Source::Upstream)
+        }
+    };
+    if outcome.source == Source::Upstream && (200..300).contains(&outcome.status) {
+        if let Some(token) = caller
+            .token
+            .as_deref()
+            .filter(|t| crate::auth::jwt::looks_like_jwt(t))
+        {
+            ctx.keys.learn_from(&ctx.upstream, token).await;
+        }
+    }
+    ctx.metrics
+        .record_request(class.verb, outcome.status, outcome.source);
+    log::info!(
+        "{} {} {} {} {}us {}",
+        caller.agent,
+        class.verb.as_str(),
+        head.target,
+        outcome.status,
+        started.elapsed().as_micros(),
+        outcome.source.as_str()
+    );
+    outcome
+}

@@ -1,0 +1,368 @@
+//! Streaming the upstream's answer to the client, piece by piece, with
+//! the cache tapping it on the way: a cacheable 2xx JSON answer goes to its
+//! entry ([`crate::cache::Tee`]), a watch stream to the list it watches
+//! ([`WatchTee`]). The bytes read from the upstream are written to the
+//! client and copied once for the cache writer, which never makes the
+//! client wait.
+//!
+//! A relayed stream ends early when the client leaves (a watch is not held
+//! open for nobody) or when its server is declared down: a watch then ends
+//! with a clean chunked terminator, so the client re-lists (from the cache)
+//! and gets a held offline watch; any other body is cut (the client must
+//! not mistake a truncated body for a complete one).
+
+use std::io;
+
+use smol::future::FutureExt;
+use smol::io::{AsyncRead, AsyncWrite};
+
+use super::online::bad_gateway;
+use super::{Context, Outcome};
+use crate::auth::identity::Caller;
+use crate::cache::key::CacheKey;
+use crate::cache::live::WatchTee;
+use crate::cache::{AnswerKind, Tee, TeeSpec};
+use crate::http::body::{chunk_header, LAST_CHUNK};
+use crate::http::{pump, BodyDecoder, Conn, Framing, PumpError, RequestHead, ResponseHead, Sink};
+use crate::k8s::request::{Classified, Verb};
+use crate::metrics::Source;
+use crate::upstream::Lease;
+
+/// Why a relayed body stopped early.
+enum Stop {
+    /// Reading the upstream or writing the client failed.
+    Pump(PumpError),
+    /// The client closed its connection.
+    ClientGone,
+    /// The server was declared down.
+    Cancelled,
+}
+
+/// Streams the upstream's answer to the client, teeing it into the cache.
+pub async fn relay<S>(
+    ctx: &Context,
+    client: &mut Conn<S>,
+    head: &RequestHead,
+    class: &Classified,
+    caller: &Caller,
+    mut lease: Lease,
+    mut response: ResponseHead,
+) -> io::Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let up_framing = match response.framing(&head.method) {
+        Ok(framing) => framing,
+        // The lease is dropped: a connection whose answer cannot be
+        // delimited is never used again.
+        Err(e) => return bad_gateway(client, &e.to_string()).await,
+    };
+    if response.status < 500 {
+        ctx.upstream.health.succeeded(lease.server);
+    }
+    let upstream_keep_alive = response.keep_alive();
+    let status = response.status;
+    let key = cache_key(caller, head, class, &response);
+    response.headers.remove_hop_by_hop();
+    let chunked = matches!(up_framing, Framing::Chunked | Framing::Close) && head.minor >= 1;
+    if chunked {
+        response.headers.set("Transfer-Encoding", "chunked");
+    }
+    let keep_alive = head.keep_alive() && (up_framing != Framing::Close || chunked);
+    if !keep_alive {
+        response.headers.set("Connection", "close");
+    }
+    let mut out = Vec::with_capacity(1024);
+    response.encode(&mut out);
+    client.write_all(&out).await?;
+
+    let mut sink = Forward::new(client, chunked);
+    if let Some(key) = key {
+        attach_cache(ctx, &mut sink, class, caller, key, &response);
+    }
+    let streaming = class.verb == Verb::Watch || up_framing == Framing::Close;
+    let stopped =
+        pump_until_stopped(ctx, &mut lease, &mut sink, caller, up_framing, streaming).await;
+    let Forward { tee, watch, .. } = &mut sink;
+    if let Some(watch) = watch.take() {
+        watch.end();
+    }
+    let tee = tee.take();
+    match stopped {
+        Ok(()) => {
+            sink.finish().await?;
+            if let Some(tee) = tee {
+                tee.commit();
+            }
+        }
+        Err(Stop::Cancelled) if chunked && class.verb == Verb::Watch => {
+            ctx.metrics.cancelled("watch");
+            log::warn!("{}: server down, watch ended cleanly", head.target);
+            sink.finish().await?;
+            return Ok(Outcome {
+                status,
+                source: Source::Upstream,
+                keep_alive,
+            });
+        }
+        Err(Stop::Cancelled) => {
+            ctx.metrics.cancelled("read");
+            return Err(io::Error::other("server down mid-body"));
+        }
+        Err(Stop::ClientGone) => return Err(io::ErrorKind::ConnectionAborted.into()),
+        Err(Stop::Pump(PumpError::Sink(e))) => return Err(e),
+        Err(Stop::Pump(PumpError::Source(e))) => {
+            // The upstream broke mid-body: close without the terminator.
+            log::warn!("upstream broke mid-body of {}: {e}", head.target);
+            if matches!(e, crate::http::HttpError::Timeout) {
+                ctx.upstream
+                    .declare_down(lease.server, &format!("timed out mid-body: {e}"));
+            }
+            return Err(io::Error::other(e));
+        }
+    }
+    if upstream_keep_alive && up_framing != Framing::Close {
+        ctx.upstream.checkin(lease);
+    }
+    Ok(Outcome {
+        status,
+        source: Source::Upstream,
+        keep_alive,
+    })
+}
+
+/// Pumps the body until its end, the client leaving (for streams), or the
+/// server going down.
+async fn pump_until_stopped<S>(
+    ctx: &Context,
+    lease: &mut Lease,
+    sink: &mut Forward<'_, S>,
+    caller: &Caller,
+    framing: Framing,
+    streaming: bool,
+) -> Result<(), Stop>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (server, epoch) = (lease.server, lease.epoch);
+    let mut dec = BodyDecoder::new(framing);
+    let body = async {
+        pump(&mut dec, &mut lease.conn, sink)
+            .await
+            .map(|_| ())
+            .map_err(Stop::Pump)
+    };
+    let down = async {
+        ctx.upstream.health.wait_down(server, epoch).await;
+        Err(Stop::Cancelled)
+    };
+    match (&caller.socket, streaming) {
+        (Some(socket), true) => {
+            body.or(down)
+                .or(async {
+                    client_gone(socket).await;
+                    Err(Stop::ClientGone)
+                })
+                .await
+        }
+        _ => body.or(down).await,
+    }
+}
+
+/// Sets the sink's cache taps for a cacheable answer.
+fn attach_cache<S>(
+    ctx: &Context,
+    sink: &mut Forward<'_, S>,
+    class: &Classified,
+    caller: &Caller,
+    key: CacheKey,
+    response: &ResponseHead,
+) {
+    if class.verb == Verb::Watch {
+        // Table lists are re-rendered by the server, never patched:
+        // their watches are only relayed.
+        if !key.is_table() {
+            sink.watch = Some(WatchTee::new(ctx.store.clone(), key));
+        }
+        return;
+    }
+    let kind = match class.verb {
+        Verb::List => AnswerKind::List {
+            continued: class.query.get_str("continue").map(str::to_owned),
+        },
+        _ => AnswerKind::Object,
+    };
+    let content_type = response
+        .headers
+        .get_str("content-type")
+        .unwrap_or("application/json")
+        .to_owned();
+    sink.tee = Some(ctx.store.tee(TeeSpec {
+        key,
+        status: response.status,
+        content_type,
+        credential: caller.online_credential(),
+        kind,
+    }));
+}
+
+/// Completes when the client closes its connection (a peek sees EOF or an
+/// error). Bytes from the client (a TLS alert, a pipelined request) are
+/// left alone: the watch then ends at its next write, as before.
+async fn client_gone(socket: &smol::net::TcpStream) {
+    let mut byte = [0u8; 1];
+    match socket.peek(&mut byte).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending::<()>().await,
+    }
+}
+
+/// The cache key of a cacheable answer, or `None` if it is not stored.
+fn cache_key(
+    caller: &Caller,
+    head: &RequestHead,
+    class: &Classified,
+    response: &ResponseHead,
+) -> Option<CacheKey> {
+    let storable = caller.cached
+        && (200..300).contains(&response.status)
+        && response.media_type().as_deref() == Some("application/json");
+    let watched =
+        class.verb == Verb::Watch && class.certain && caller.cached && response.status == 200;
+    if !(watched || storable && (class.is_cacheable() || class.is_token_request())) {
+        return None;
+    }
+    CacheKey::new(
+        &caller.agent,
+        head.path(),
+        head.query(),
+        head.headers.get_str("accept"),
+    )
+    .ok()
+}
+
+/// After a 101, the connection is a byte pipe (exec, attach, port-forward)
+/// until either side closes or the server is declared down.
+pub async fn upgrade<S>(
+    ctx: &Context,
+    client: &mut Conn<S>,
+    lease: Lease,
+    response: ResponseHead,
+) -> io::Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut out = Vec::with_capacity(512);
+    response.encode(&mut out);
+    client.write_all(&out).await?;
+    client.flush().await?;
+    let client_rest = client.buffered().to_vec();
+    client.consume(client_rest.len());
+    let (server, epoch) = (lease.server, lease.epoch);
+    let (up, up_rest) = lease.conn.into_parts();
+    let _ = crate::http::upgrade::splice(ClientIo(client), client_rest, up, up_rest)
+        .or(async {
+            ctx.upstream.health.wait_down(server, epoch).await;
+            Ok(())
+        })
+        .await;
+    Ok(Outcome {
+        status: 101,
+        source: Source::Upstream,
+        keep_alive: false,
+    })
+}
+
+/// A [`Sink`] writing a body to a connection, raw or re-chunked, with
+/// optional taps into the cache.
+pub struct Forward<'a, S> {
+    conn: &'a mut Conn<S>,
+    chunked: bool,
+    scratch: Vec<u8>,
+    /// Tee of a cacheable answer into its entry.
+    pub tee: Option<Tee>,
+    /// Tee of a watch stream into the cached list.
+    pub watch: Option<WatchTee>,
+}
+
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Forward<'a, S> {
+    /// A sink into `conn`; `chunked` re-frames each piece as a chunk.
+    pub fn new(conn: &'a mut Conn<S>, chunked: bool) -> Self {
+        Forward {
+            conn,
+            chunked,
+            scratch: Vec::new(),
+            tee: None,
+            watch: None,
+        }
+    }
+
+    /// Writes the last chunk (if chunked) and flushes.
+    pub async fn finish(&mut self) -> io::Result<()> {
+        if self.chunked {
+            self.conn.write_all(LAST_CHUNK).await?;
+        }
+        self.conn.flush().await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink for Forward<'_, S> {
+    async fn data(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.chunked {
+            self.scratch.clear();
+            chunk_header(bytes.len(), &mut self.scratch);
+            self.scratch.extend_from_slice(bytes);
+            self.scratch.extend_from_slice(b"\r\n");
+            self.conn.write_all(&self.scratch).await?;
+        } else {
+            self.conn.write_all(bytes).await?;
+        }
+        if let Some(tee) = &mut self.tee {
+            tee.write(bytes);
+        }
+        if let Some(watch) = &mut self.watch {
+            watch.feed(bytes);
+        }
+        Ok(())
+    }
+
+    async fn idle(&mut self) -> io::Result<()> {
+        self.conn.flush().await
+    }
+}
+
+/// Lets the client side of an upgrade be spliced while the `Conn` (and its
+/// buffer) stays borrowed.
+struct ClientIo<'a, S>(&'a mut Conn<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<'_, S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(self.get_mut().0.get_mut()).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<'_, S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(self.get_mut().0.get_mut()).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(self.get_mut().0.get_mut()).poll_flush(cx)
+    }
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(self.get_mut().0.get_mut()).poll_close(cx)
+    }
+}

@@ -1,0 +1,89 @@
+//! Idle keep-alive connections, keyed by what they may be reused for.
+//!
+//! A key is (server, identity, TLS generation): a client whose certificate
+//! maps to identity X only ever reuses connections that presented X,
+//! anonymous callers only connections that presented no certificate, and a
+//! certificate rotation (new generation) retires idle connections made with
+//! the old one while in-flight ones finish untouched.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::dial::UpConn;
+
+/// Idle connections older than this are not reused (the apiserver may have
+/// closed them already).
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// Most idle connections kept across all keys.
+const MAX_IDLE: usize = 64;
+
+/// What a pooled connection may be reused for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolKey {
+    /// Index of the server.
+    pub server: usize,
+    /// CN of the identity it presented (`None`: no certificate).
+    pub identity: Option<String>,
+    /// TLS material generation it was made with.
+    pub generation: u64,
+}
+
+#[derive(Debug)]
+struct Idle {
+    key: PoolKey,
+    conn: UpConn,
+    since: Instant,
+}
+
+/// The idle connections.
+#[derive(Debug, Default)]
+pub struct Pool {
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl Pool {
+    /// The most recently returned idle connection for `key`, dropping
+    /// expired ones and those of older generations on the way.
+    pub fn take(&self, key: &PoolKey) -> Option<UpConn> {
+        let mut idle = self.idle.lock().ok()?;
+        let now = Instant::now();
+        idle.retain(|i| {
+            now.duration_since(i.since) < IDLE_LIMIT && i.key.generation == key.generation
+        });
+        let pos = idle.iter().rposition(|i| &i.key == key)?;
+        Some(idle.swap_remove(pos).conn)
+    }
+
+    /// Keeps a connection whose last answer was read exactly to its end.
+    pub fn put(&self, key: PoolKey, conn: UpConn) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            key,
+            conn,
+            since: Instant::now(),
+        });
+    }
+
+    /// Drops the idle connections to `server` (it was declared down: none
+    /// of them may carry a request after the outage).
+    pub fn clear_server(&self, server: usize) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|i| i.key.server != server);
+        }
+    }
+
+    /// How many connections are idle.
+    pub fn len(&self) -> usize {
+        self.idle.lock().map_or(0, |i| i.len())
+    }
+
+    /// Whether no connection is idle.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,129 @@
+//! The background health probe: `GET /readyz`, only where traffic says
+//! nothing.
+//!
+//! - Online, the current server is probed only once it has been *quiet*
+//!   (no request succeeded) for a jittered `--health-interval`, so while
+//!   requests flow the probe costs the cloud nothing. A silent link makes
+//!   every request hang, so the server goes quiet and is probed: the flip
+//!   to offline comes within `--health-interval` plus the probe timeout
+//!   (`--upstream-timeout`) of the link going silent.
+//! - Offline, every server is probed in order every interval; the first
+//!   that answers collects successes (two bring the state back online).
+//! - Each server's probe reuses one kept-alive anonymous connection: a
+//!   fleet of nodes does not cost the apiserver a TLS handshake per probe.
+//! - Intervals are jittered (80-100%) so a fleet does not probe in step.
+
+use std::time::Duration;
+
+use smol::future::FutureExt;
+
+use super::Upstream;
+
+/// Largest `/readyz` body read.
+const MAX_READYZ: usize = 4096;
+
+/// Runs the probe forever.
+pub async fn probe_loop(upstream: &Upstream, every: Duration) {
+    loop {
+        let wait = jittered(every);
+        let health = &upstream.health;
+        // On the first server with traffic flowing: nothing to learn.
+        if health.is_online() && health.current() == 0 {
+            let quiet = health.quiet_for(0);
+            if quiet < wait {
+                smol::Timer::after(wait - quiet).await;
+                continue;
+            }
+        }
+        probe_round(upstream, wait).await;
+        smol::Timer::after(wait).await;
+    }
+}
+
+/// Probes the servers in order up to the first healthy one (a current
+/// server whose requests succeed within `busy` counts as healthy without a
+/// probe). The ones before it that fail are declared down; none healthy is
+/// offline.
+async fn probe_round(upstream: &Upstream, busy: Duration) {
+    let health = &upstream.health;
+    let mut last_error = String::new();
+    for server in 0..upstream.server_count() {
+        let current = health.is_online() && server == health.current();
+        if current && health.quiet_for(server) < busy {
+            return;
+        }
+        match probe(upstream, server).await {
+            Ok(()) => {
+                health.probe_succeeded(server);
+                return;
+            }
+            Err(e) => {
+                last_error = format!("{}: {e}", upstream.server(server).authority);
+                upstream.declare_down(server, &format!("probe: {last_error}"));
+            }
+        }
+    }
+    health.all_down(&last_error);
+}
+
+/// One `GET /readyz` on `server`'s probe connection (dialed if needed),
+/// within `--upstream-timeout` in all.
+pub async fn probe(upstream: &Upstream, server: usize) -> Result<(), String> {
+    super::Counters::bump(&upstream.counters.probes);
+    let slot = &upstream.probes[server.min(upstream.probes.len() - 1)];
+    let kept = slot.lock().ok().and_then(|mut c| c.take());
+    let attempt = async {
+        let kept = match kept {
+            Some(mut conn) => super::is_quiet(&mut conn).await.then_some(conn),
+            _ => None,
+        };
+        let mut conn = match kept {
+            Some(conn) => conn,
+            None => {
+                let (_, config) = upstream.tls.client_config(None);
+                super::dial::dial(
+                    upstream.server(server),
+                    upstream.proxy.as_ref(),
+                    config,
+                    upstream.timeout,
+                )
+                .await
+                .map_err(|e| e.to_string())?
+            }
+        };
+        let target = upstream.server(server);
+        let head = format!(
+            "GET {}/readyz HTTP/1.1\r\nHost: {}\r\nUser-Agent: lite-apiserver/{}\r\nAccept: */*\r\n\r\n",
+            target.path_prefix,
+            target.authority,
+            env!("CARGO_PKG_VERSION")
+        );
+        let (status, _, reusable) =
+            super::exchange(&mut conn, head.as_bytes(), "GET", MAX_READYZ).await?;
+        if reusable {
+            if let Ok(mut c) = slot.lock() {
+                *c = Some(conn);
+            }
+        }
+        match status {
+            200 => Ok(()),
+            other => Err(format!("/readyz answered {other}")),
+        }
+    };
+    attempt
+        .or(async {
+            smol::Timer::after(upstream.timeout).await;
+            Err("/readyz timed out".to_owned())
+        })
+        .await
+}
+
+/// `every` scaled by a random factor in [0.8, 1.0].
+fn jittered(every: Duration) -> Duration {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut byte = [0u8; 1];
+    let r = SystemRandom::new()
+        .fill(&mut byte)
+        .map_or(255, |()| byte[0]);
+    every.mul_f64(0.8 + 0.2 * f64::from(r) / 255.0)
+}

@@ -1138,9 +1138,14 @@ fn run_vector(b: &Bench, v: &Vector, memory: &mut Memory) -> Vec<String> {
     let fx = b
         .client
         .exchange(&send(get), 1, false, Duration::from_secs(5));
+    // Its request reaches the upstream (even when the proxy answered it
+    // with stale bytes before sending it), then the records settle.
+    b.up.wait_until(Duration::from_secs(2), |cs| {
+        cs.iter()
+            .any(|c| c.requests.iter().any(|r| r.path() == path))
+    });
     settle(stuck);
-    let until = b.up.mark();
-    let conns = b.up.connections();
+    let (until, conns) = b.up.snapshot();
     let w = Window {
         conns: &conns,
         before,

@@ -314,6 +314,13 @@ impl StrictUpstream {
         self.shared.seq.load(Ordering::SeqCst)
     }
 
+    /// [`StrictUpstream::mark`] and [`StrictUpstream::connections`] at one
+    /// instant: every record in the snapshot has `seq` <= the mark.
+    pub fn snapshot(&self) -> (u64, Vec<ConnRecord>) {
+        let conns = self.shared.conns.lock().unwrap();
+        (self.shared.seq.load(Ordering::SeqCst), conns.clone())
+    }
+
     /// Forgets ended connections and the requests of open ones (an open
     /// connection keeps its misbehavior flag).
     pub fn clear(&self) {

@@ -10,6 +10,7 @@ pub mod kubectl;
 pub mod pki;
 pub mod sa;
 pub mod setup;
+pub mod strict;
 pub mod world;
 
 use std::path::PathBuf;

@@ -57,7 +57,9 @@ fn read_outcome(s: &mut TcpStream, wait: Duration) -> String {
     match s.read(&mut b) {
         Ok(0) => "eof".into(),
         Ok(_) => "data".into(),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => "silent".into(),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            "silent".into()
+        }
         Err(e) => format!("{:?}", e.kind()),
     }
 }
@@ -134,12 +136,15 @@ fn freeze_stops_a_stream_mid_way() {
 
 #[test]
 fn cut_is_loud_and_refuse_refuses() {
-    let mut relay = Relay::start(echo_server());
+    let relay = Relay::start(echo_server());
     let mut s = dial(relay.addr());
     echoes(&mut s, b"x");
     relay.cut();
     let outcome = read_outcome(&mut s, Duration::from_secs(2));
-    assert!(outcome == "eof" || outcome == "ConnectionReset", "cut: {outcome}");
+    assert!(
+        outcome == "eof" || outcome == "ConnectionReset",
+        "cut: {outcome}"
+    );
     // The listener stays after a cut.
     echoes(&mut dial(relay.addr()), b"y");
     relay.refuse();

@@ -104,11 +104,21 @@ impl NetNs {
     /// One veth pair: `host_if` (host, `host_ip`/30) to `host_if`n (inside, `ns_ip`/30).
     fn link(&self, host_if: &str, host_ip: Ipv4Addr, ns_ip: Ipv4Addr) -> Result<(), String> {
         let inner = format!("{host_if}n");
-        ip(&["link", "add", host_if, "type", "veth", "peer", "name", &inner])?;
+        ip(&[
+            "link", "add", host_if, "type", "veth", "peer", "name", &inner,
+        ])?;
         ip(&["link", "set", &inner, "netns", &self.name])?;
         ip(&["addr", "add", &format!("{host_ip}/30"), "dev", host_if])?;
         ip(&["link", "set", host_if, "up"])?;
-        ip(&["-n", &self.name, "addr", "add", &format!("{ns_ip}/30"), "dev", &inner])?;
+        ip(&[
+            "-n",
+            &self.name,
+            "addr",
+            "add",
+            &format!("{ns_ip}/30"),
+            "dev",
+            &inner,
+        ])?;
         ip(&["-n", &self.name, "link", "set", &inner, "up"])?;
         Ok(())
     }

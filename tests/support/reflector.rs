@@ -121,7 +121,8 @@ fn pairs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
 
 fn run(shared: &Shared, client: &Client, path: &str, headers: &[(String, String)]) {
     while !shared.stop.load(Ordering::SeqCst) {
-        let ok = list(shared, client, path, headers).and_then(|()| watch(shared, client, path, headers));
+        let ok =
+            list(shared, client, path, headers).and_then(|()| watch(shared, client, path, headers));
         if let Err(e) = ok {
             shared.view.lock().unwrap().note(format!("error: {e}"));
             std::thread::sleep(Duration::from_millis(200));
@@ -129,10 +130,19 @@ fn run(shared: &Shared, client: &Client, path: &str, headers: &[(String, String)
     }
 }
 
-fn list(shared: &Shared, client: &Client, path: &str, headers: &[(String, String)]) -> io::Result<()> {
+fn list(
+    shared: &Shared,
+    client: &Client,
+    path: &str,
+    headers: &[(String, String)],
+) -> io::Result<()> {
     let r = client.try_request("GET", path, &pairs(headers), b"")?;
     if r.status != 200 {
-        return Err(io::Error::other(format!("LIST answered {}: {}", r.status, r.text())));
+        return Err(io::Error::other(format!(
+            "LIST answered {}: {}",
+            r.status,
+            r.text()
+        )));
     }
     let list: Value = serde_json::from_slice(&r.body).map_err(io::Error::other)?;
     let mut v = shared.view.lock().unwrap();
@@ -144,7 +154,10 @@ fn list(shared: &Shared, client: &Client, path: &str, headers: &[(String, String
             m["resourceVersion"].as_str().unwrap_or("").to_owned(),
         );
     }
-    v.rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("").to_owned();
+    v.rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
     v.lists += 1;
     let note = format!("LIST rv {} ({} items)", v.rv, v.items.len());
     v.note(note);
@@ -152,9 +165,16 @@ fn list(shared: &Shared, client: &Client, path: &str, headers: &[(String, String
 }
 
 /// One WATCH from the view's rv, until it ends; `Ok` means "re-list now".
-fn watch(shared: &Shared, client: &Client, path: &str, headers: &[(String, String)]) -> io::Result<()> {
+fn watch(
+    shared: &Shared,
+    client: &Client,
+    path: &str,
+    headers: &[(String, String)],
+) -> io::Result<()> {
     let rv = shared.view.lock().unwrap().rv.clone();
-    let target = format!("{path}?allowWatchBookmarks=true&resourceVersion={rv}&timeoutSeconds=600&watch=true");
+    let target = format!(
+        "{path}?allowWatchBookmarks=true&resourceVersion={rv}&timeoutSeconds=600&watch=true"
+    );
     let mut s = client.open("GET", &target, &pairs(headers), b"")?;
     if s.status != 200 {
         return Err(io::Error::other(format!("WATCH answered {}", s.status)));
@@ -176,7 +196,14 @@ fn watch(shared: &Shared, client: &Client, path: &str, headers: &[(String, Strin
                 v.note("watch ended cleanly".into());
                 return Ok(());
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
             Err(e) => return Err(e),
         };
         if !apply(shared, &line)? {
@@ -187,7 +214,8 @@ fn watch(shared: &Shared, client: &Client, path: &str, headers: &[(String, Strin
 
 /// Applies one event line; false when the watch must re-list (ERROR).
 fn apply(shared: &Shared, line: &str) -> io::Result<bool> {
-    let event: Value = serde_json::from_str(line).map_err(|e| io::Error::other(format!("bad event {line:?}: {e}")))?;
+    let event: Value = serde_json::from_str(line)
+        .map_err(|e| io::Error::other(format!("bad event {line:?}: {e}")))?;
     let m = &event["object"]["metadata"];
     let name = m["name"].as_str().unwrap_or("").to_owned();
     let rv = m["resourceVersion"].as_str().unwrap_or("").to_owned();

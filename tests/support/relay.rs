@@ -75,7 +75,7 @@ pub struct Counters {
 pub struct Relay {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    acceptor: Option<JoinHandle<()>>,
+    acceptor: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Relay {
@@ -101,20 +101,21 @@ impl Relay {
             up_bytes: AtomicU64::new(0),
             down_bytes: AtomicU64::new(0),
         });
-        let mut relay = Relay {
+        let relay = Relay {
             shared,
             addr,
-            acceptor: None,
+            acceptor: Mutex::new(None),
         };
         relay.listen(listener);
         relay
     }
 
-    fn listen(&mut self, listener: TcpListener) {
+    fn listen(&self, listener: TcpListener) {
         listener.set_nonblocking(true).unwrap();
         self.shared.accepting.store(true, Ordering::SeqCst);
         let shared = self.shared.clone();
-        self.acceptor = Some(std::thread::spawn(move || accept_loop(&shared, listener)));
+        *self.acceptor.lock().unwrap() =
+            Some(std::thread::spawn(move || accept_loop(&shared, listener)));
     }
 
     /// Where clients connect.
@@ -158,16 +159,16 @@ impl Relay {
 
     /// Closes the listener: new dials are refused (connections already
     /// open are untouched; `cut` them too for a dead server).
-    pub fn refuse(&mut self) {
+    pub fn refuse(&self) {
         self.shared.accepting.store(false, Ordering::SeqCst);
-        if let Some(t) = self.acceptor.take() {
+        if let Some(t) = self.acceptor.lock().unwrap().take() {
             let _ = t.join();
         }
     }
 
     /// Binds the same port again after [`Relay::refuse`].
-    pub fn accept_again(&mut self) {
-        if self.acceptor.is_some() {
+    pub fn accept_again(&self) {
+        if self.acceptor.lock().unwrap().is_some() {
             return;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -194,7 +195,7 @@ impl Relay {
     }
 
     /// Stops: no more accepts, every socket closed, threads exit.
-    pub fn stop(&mut self) {
+    pub fn stop(&self) {
         self.shared.running.store(false, Ordering::SeqCst);
         self.refuse();
         self.cut();
@@ -221,7 +222,9 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                     log_relay_error(&e);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(2)),
         }
     }
@@ -305,7 +308,11 @@ fn pump(shared: &Shared, mut from: TcpStream, mut to: TcpStream, born: u64, dir:
         match from.read(&mut buf) {
             Ok(0) => eof = true,
             Ok(n) => held.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => {
                 let _ = to.shutdown(Shutdown::Write);
                 return;
@@ -316,7 +323,13 @@ fn pump(shared: &Shared, mut from: TcpStream, mut to: TcpStream, born: u64, dir:
 
 /// Writes what it can of `bytes` while holding the gate's read lock, so a
 /// freeze waits for this write and no byte passes after it.
-fn forward(shared: &Shared, to: &mut TcpStream, bytes: &[u8], born: u64, dir: Direction) -> io::Result<usize> {
+fn forward(
+    shared: &Shared,
+    to: &mut TcpStream,
+    bytes: &[u8],
+    born: u64,
+    dir: Direction,
+) -> io::Result<usize> {
     let gate = shared.gate.read().unwrap();
     if !live(&gate, born) {
         return Ok(0);
@@ -330,7 +343,14 @@ fn forward(shared: &Shared, to: &mut TcpStream, bytes: &[u8], born: u64, dir: Di
             counter.fetch_add(n as u64, Ordering::SeqCst);
             Ok(n)
         }
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(0),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(0)
+        }
         Err(e) => Err(e),
     }
 }

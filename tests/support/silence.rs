@@ -107,7 +107,13 @@ pub struct InFlight {
 
 impl InFlight {
     /// Sends `method path` with `body` through `client` on a new thread.
-    pub fn send(client: &Client, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> InFlight {
+    pub fn send(
+        client: &Client,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> InFlight {
         let (tx, rx) = mpsc::channel();
         let client = client.clone();
         let (m, p, b) = (method.to_owned(), path.to_owned(), body.to_vec());

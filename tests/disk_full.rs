@@ -35,7 +35,13 @@ impl Tmpfs {
     fn mount(path: &Path, size: &str) -> Result<Tmpfs, String> {
         std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(path)
             .output()
             .map_err(|e| format!("cannot run mount: {e}"))?;
@@ -118,7 +124,10 @@ type Snapshots = BTreeMap<u64, BTreeSet<(String, String)>>;
 
 fn snapshot(w: &World, snaps: &mut Snapshots) -> u64 {
     let rv = w.double.current_rv();
-    snaps.insert(rv, entries::item_versions(&w.double.list_json("/api/v1", "pods", "edge")));
+    snaps.insert(
+        rv,
+        entries::item_versions(&w.double.list_json("/api/v1", "pods", "edge")),
+    );
     rv
 }
 
@@ -174,7 +183,11 @@ fn everything_answers_correctly(w: &World) {
         };
         let r = w.node.get(&path, &[KUBELET]);
         assert_eq!(r.status, 200, "GET {path}: {}", r.text());
-        assert_eq!(r.json(), w.double.get(prefix, resource, ns, name).unwrap(), "GET {path}");
+        assert_eq!(
+            r.json(),
+            w.double.get(prefix, resource, ns, name).unwrap(),
+            "GET {path}"
+        );
     }
     // kubectl lists edge pods: a fresh LIST by kubelet would replace
     // kubelet's list entry whole and hide what its lost events did.
@@ -229,7 +242,12 @@ fn consistent(entry: &Path, snaps: &Snapshots) -> Result<(), String> {
 
 /// The whole scenario; `break_disk` makes writes fail, `mend_disk` gives
 /// room back (None: stays broken); `words` identify this kind's log line.
-fn disk_failure_never_breaks_online_proxying(name: &str, break_disk: impl FnOnce(&Tmpfs), mend_disk: Option<&dyn Fn(&Tmpfs)>, words: &[&str]) {
+fn disk_failure_never_breaks_online_proxying(
+    name: &str,
+    break_disk: impl FnOnce(&Tmpfs),
+    mend_disk: Option<&dyn Fn(&Tmpfs)>,
+    words: &[&str],
+) {
     let dir = support::temp_dir(name);
     let cache = dir.join("cache");
     let tmpfs = match Tmpfs::mount(&cache, "256k") {
@@ -248,7 +266,10 @@ fn disk_failure_never_breaks_online_proxying(name: &str, break_disk: impl FnOnce
     let mut snaps = Snapshots::new();
     let list = w.node.get(PODS, &[KUBELET]);
     assert_eq!(list.status, 200);
-    let rv0 = list.json()["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    let rv0 = list.json()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     snaps.insert(rv0.parse().unwrap(), entries::item_versions(&list.json()));
     let mut watch = w
         .node
@@ -265,7 +286,13 @@ fn disk_failure_never_breaks_online_proxying(name: &str, break_disk: impl FnOnce
     pod["metadata"]["labels"]["tier"] = json!("changed");
     w.double.apply("/api/v1", "pods", "edge", "web-1", pod);
     until_event(&mut watch, snapshot(&w, &mut snaps), &log);
-    w.double.apply("/api/v1", "pods", "edge", "web-5", support::world::pod("edge", "web-5", "edge-1", 0));
+    w.double.apply(
+        "/api/v1",
+        "pods",
+        "edge",
+        "web-5",
+        support::world::pod("edge", "web-5", "edge-1", 0),
+    );
     until_event(&mut watch, snapshot(&w, &mut snaps), &log);
     w.double.delete("/api/v1", "pods", "edge", "web-2");
     until_event(&mut watch, snapshot(&w, &mut snaps), &log);
@@ -281,19 +308,27 @@ fn disk_failure_never_breaks_online_proxying(name: &str, break_disk: impl FnOnce
         || w.proxy.metric(METRIC) > failures_before,
         || format!("/metrics:\n{}\n{}", w.proxy.admin_get("/metrics"), log()),
     );
-    consistent(&entry, &snaps).unwrap_or_else(|e| panic!("while the disk is broken: {e}\n{}", log()));
+    consistent(&entry, &snaps)
+        .unwrap_or_else(|e| panic!("while the disk is broken: {e}\n{}", log()));
 
     if let Some(mend) = mend_disk {
         // Room again: the next event must not publish a list claiming the
         // events it lost.
         mend(&tmpfs);
-        w.double.apply("/api/v1", "pods", "edge", "web-6", support::world::pod("edge", "web-6", "edge-1", 0));
+        w.double.apply(
+            "/api/v1",
+            "pods",
+            "edge",
+            "web-6",
+            support::world::pod("edge", "web-6", "edge-1", 0),
+        );
         let last = snapshot(&w, &mut snaps);
         until_event(&mut watch, last, &log);
         // Either the entry catches up to `last` consistently, or it stays at
         // a consistent older version; watch it for a few coalescing periods.
         let check = || {
-            consistent(&entry, &snaps).unwrap_or_else(|e| panic!("after the disk had room again: {e}\n{}", log()))
+            consistent(&entry, &snaps)
+                .unwrap_or_else(|e| panic!("after the disk had room again: {e}\n{}", log()))
         };
         pass_bookmarks(&mut watch, 3, &log, check);
         check();

@@ -40,7 +40,10 @@ impl Prng {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Creates, updates or deletes one pod on the double.
@@ -111,7 +114,11 @@ fn a_flapping_link_leaves_the_cached_list_equal_to_the_upstream() {
         "{flips} flips, {mutations} mutations; reflector: {} lists, {} watches, {} events, {} clean ends",
         v.lists, v.watches, v.events, v.clean_ends
     );
-    assert!(torn.is_empty(), "entries torn or mixed during the run:\n{}", torn.join("\n"));
+    assert!(
+        torn.is_empty(),
+        "entries torn or mixed during the run:\n{}",
+        torn.join("\n")
+    );
 
     // Settled: the link is up, nothing changes upstream any more.
     wait_online(&rig.proxy, true, BOUND);
@@ -145,7 +152,15 @@ fn a_flapping_link_leaves_the_cached_list_equal_to_the_upstream() {
         .iter()
         .map(|(k, rv)| (k.trim_start_matches("edge/").to_owned(), rv.clone()))
         .collect();
-    reflector.wait_for("the reflector's view to equal the upstream's list", BOUND, |v| v.items == names);
+    reflector.wait_for(
+        "the reflector's view to equal the upstream's list",
+        BOUND,
+        |v| v.items == names,
+    );
     let problems = entries::problems(&rig.cache());
-    assert!(problems.is_empty(), "malformed entries at the end:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "malformed entries at the end:\n{}",
+        problems.join("\n")
+    );
 }

@@ -100,7 +100,7 @@ fn freeze_is_silent_and_thaw_serves_only_new_connections() {
     // A connection made after the thaw works.
     let mut fresh = dial(relay.addr());
     echoes(&mut fresh, b"fresh");
-    assert!(relay.counters().accepted >= before.accepted + 1);
+    assert!(relay.counters().accepted > before.accepted);
 }
 
 #[test]

@@ -28,7 +28,7 @@ fn mark(double: &Double, who: &str) {
 }
 
 fn from_cache(proxy: &Daemon) -> f64 {
-    proxy.metric("lite_apiserver_requests_total{verb=\"get\",code=\"200\",source=\"cache\"}")
+    proxy.metric("lite_apiserver_requests_total{verb=\"get\",code=\"200\",source=\"cache\"}") + 0.0
 }
 
 /// Samples `lite_apiserver_upstream_online` every 10 ms on a thread until

@@ -58,6 +58,20 @@ impl Daemon {
     ) -> Daemon {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Daemon::start_at(program, pre, cache_dir, args, addr, admin)
+    }
+
+    /// [`Daemon::start_with`] listening on `addr` with the admin port on
+    /// `admin` (e.g. addresses inside a network namespace, with
+    /// `program = "ip"`, `pre = ["netns", "exec", NS, BINARY]`).
+    pub fn start_at(
+        program: PathBuf,
+        pre: Vec<String>,
+        cache_dir: &Path,
+        args: &[String],
+        addr: SocketAddr,
+        admin: SocketAddr,
+    ) -> Daemon {
         let mut all = vec![
             "--listen".to_owned(),
             addr.to_string(),

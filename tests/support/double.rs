@@ -69,6 +69,10 @@ struct Shared {
     opts: Opts,
     delay_ms: AtomicU64,
     recording: AtomicBool,
+    /// Per-request delays: ("METHOD target" substring, ms).
+    delay_rules: Mutex<Vec<(String, u64)>>,
+    /// "METHOD target" of requests a rule delayed, logged on arrival.
+    delayed: Mutex<Vec<String>>,
 }
 
 /// The running double.
@@ -88,6 +92,11 @@ fn fixture(name: &str) -> Vec<u8> {
 impl Double {
     /// Starts on 127.0.0.1 with a fresh port, the default world seeded.
     pub fn start(pki: &Pki, opts: Opts) -> Double {
+        Double::start_on(pki, opts, "127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Starts on `bind` (e.g. the host end of a namespace's veth link).
+    pub fn start_on(pki: &Pki, opts: Opts, bind: SocketAddr) -> Double {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.upstream.cert)
             .unwrap()
             .map(Result::unwrap)
@@ -121,8 +130,10 @@ impl Double {
             opts: opts.clone(),
             delay_ms: AtomicU64::new(0),
             recording: AtomicBool::new(true),
+            delay_rules: Mutex::new(Vec::new()),
+            delayed: Mutex::new(Vec::new()),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind(bind).unwrap();
         let addr = listener.local_addr().unwrap();
         let mut double = Double {
             shared,
@@ -231,6 +242,24 @@ impl Double {
     /// Delays every answer (a slow link).
     pub fn set_delay(&self, ms: u64) {
         self.shared.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Delays the answer to every request whose `"METHOD target"` contains
+    /// `needle` by `ms` (0 removes the rule). A delayed request is logged in
+    /// [`Double::delayed`] as soon as it arrives, so a test knows it is in
+    /// flight.
+    pub fn delay_matching(&self, needle: &str, ms: u64) {
+        let mut rules = self.shared.delay_rules.lock().unwrap();
+        rules.retain(|(n, _)| n != needle);
+        if ms > 0 {
+            rules.push((needle.to_owned(), ms));
+        }
+    }
+
+    /// `"METHOD target"` of every request a [`Double::delay_matching`] rule
+    /// held, in arrival order.
+    pub fn delayed(&self) -> Vec<String> {
+        self.shared.delayed.lock().unwrap().clone()
     }
 
     /// Creates or updates an object directly; returns its resourceVersion.
@@ -402,6 +431,7 @@ fn serve(shared: Arc<Shared>, tcp: TcpStream) -> io::Result<()> {
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(delay));
         }
+        rule_delay(&shared, &head);
         if !shared.running.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -423,6 +453,22 @@ fn serve(shared: Arc<Shared>, tcp: TcpStream) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sleeps as long as the first matching [`Double::delay_matching`] rule says.
+fn rule_delay(shared: &Shared, head: &RequestHead) {
+    let line = format!("{} {}", head.method, head.target);
+    let ms = shared
+        .delay_rules
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(needle, _)| line.contains(needle.as_str()))
+        .map(|(_, ms)| *ms);
+    if let Some(ms) = ms {
+        shared.delayed.lock().unwrap().push(line);
+        std::thread::sleep(Duration::from_millis(ms));
+    }
 }
 
 /// exec/attach/port-forward stand-in: 101, then echo every byte back.

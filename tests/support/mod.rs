@@ -6,10 +6,15 @@ pub mod client;
 pub mod connect;
 pub mod daemon;
 pub mod double;
+pub mod entries;
 pub mod kubectl;
+pub mod netns;
 pub mod pki;
+pub mod reflector;
+pub mod relay;
 pub mod sa;
 pub mod setup;
+pub mod silence;
 pub mod strict;
 pub mod world;
 

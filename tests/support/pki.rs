@@ -66,6 +66,30 @@ impl Ca {
         self.issue(dir, name, params)
     }
 
+    /// [`Ca::server`] plus IP address SANs (e.g. an address inside a test's
+    /// network namespace).
+    pub fn server_with_ips(
+        &self,
+        dir: &Path,
+        name: &str,
+        dns: &[&str],
+        ips: &[std::net::IpAddr],
+    ) -> Pair {
+        let mut sans = vec!["localhost".to_owned()];
+        sans.extend(dns.iter().map(|s| s.to_string()));
+        let mut params = CertificateParams::new(sans).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        for ip in ips {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        params.distinguished_name = dn;
+        self.issue(dir, name, params)
+    }
+
     /// A client certificate with CN `cn` and organization `org`.
     pub fn client(&self, dir: &Path, cn: &str, org: Option<&str>) -> Pair {
         let mut params = CertificateParams::default();
@@ -164,5 +188,19 @@ impl Pki {
         let mut flags = self.trust_flags();
         flags.extend(["--identity".to_owned(), self.node.identity_flag()]);
         flags
+    }
+}
+
+impl Pki {
+    /// Re-issues the double's serving pair with `ips` as extra IP SANs, so
+    /// lite-apiserver can verify a double listening on, say, the host end of
+    /// a namespace's veth link. Call before `Double::start_on`.
+    pub fn reissue_upstream_with_ips(&mut self, ips: &[std::net::IpAddr]) {
+        self.upstream = self.ca.server_with_ips(
+            &self.dir,
+            "kube-apiserver",
+            &["kubernetes", "kubernetes.default.svc"],
+            ips,
+        );
     }
 }

@@ -14,6 +14,7 @@
 # busybox ash, bash). Run with --help for the options.
 set -euf  # -f: no globbing; lists below are split on spaces only
 # pipefail where the shell has it (bash, busybox ash, newer dash).
+# shellcheck disable=SC3040
 (set -o pipefail) 2>/dev/null && set -o pipefail
 
 prog=serving-cert.sh
@@ -76,14 +77,14 @@ USAGE
 
 # --- options -----------------------------------------------------------------
 out_dir=.
-key= csr= cert=
+key='' csr='' cert=''
 new_key=0 rsa=0
 incluster_ip=169.254.2.1
-service_ips=
+service_ips=''
 cluster_domain=cluster.local
-extra_ips= extra_dns=
+extra_ips='' extra_dns=''
 node_name=
-kubeconfig= csr_name= approve=0 expiration= timeout=300
+kubeconfig='' csr_name='' approve=0 expiration='' timeout=300
 OPENSSL=${OPENSSL:-openssl}
 KUBECTL=${KUBECTL:-kubectl}
 
@@ -121,6 +122,7 @@ is_uint() { case "$1" in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
 # is_ipv4 ADDR: four dot-separated decimal octets.
 is_ipv4() {
 	case "$1" in '' | *[!0-9.]* | .* | *. | *..*) return 1 ;; esac
+	# shellcheck disable=SC2046 # split on purpose (set -f: no globbing)
 	set -- $(echo "$1" | tr . ' ')
 	[ $# = 4 ] || return 1
 	for n in "$@"; do [ ${#n} -le 3 ] && [ "$n" -le 255 ] || return 1; done
@@ -142,13 +144,13 @@ check_dns --cluster-domain "$cluster_domain"
 for ip in $service_ips; do check_ip --service-ip "$ip"; done
 for ip in $extra_ips; do check_ip --ip "$ip"; done
 for d in $extra_dns; do check_dns --dns "$d"; done
-is_uint "$timeout" && [ "$timeout" -gt 0 ] || die "--timeout: '$timeout' is not a positive number of seconds"
+{ is_uint "$timeout" && [ "$timeout" -gt 0 ]; } || die "--timeout: '$timeout' is not a positive number of seconds"
 if [ -n "$expiration" ]; then
-	is_uint "$expiration" && [ "$expiration" -ge 600 ] ||
+	{ is_uint "$expiration" && [ "$expiration" -ge 600 ]; } ||
 		die "--expiration-seconds: '$expiration' must be a number >= 600 (the API's minimum)"
 fi
 # kubelet names its node after the kernel's hostname, lowercased.
-[ -n "$node_name" ] || node_name=$(uname -n | tr 'A-Z' 'a-z')
+[ -n "$node_name" ] || node_name=$(uname -n | tr '[:upper:]' '[:lower:]')
 check_dns --node-name "$node_name"
 [ -n "$csr_name" ] || csr_name="lite-apiserver-serving-$node_name"
 check_dns --csr-name "$csr_name"
@@ -183,6 +185,7 @@ if [ -z "$service_ips" ]; then
 		[ -n "$service_ips" ] || service_ips=$(kc get service kubernetes -n default -o 'jsonpath={.spec.clusterIP}')
 		for ip in $service_ips; do check_ip "default/kubernetes .spec.clusterIPs" "$ip"; done
 		[ -n "$service_ips" ] || die "default/kubernetes has no ClusterIP; pass --service-ip"
+		# shellcheck disable=SC2086 # one word per address
 		note "kubernetes Service ClusterIP:$(printf ' %s' $service_ips)"
 	else
 		service_ips=10.96.0.1
@@ -222,7 +225,7 @@ else
 	# new key goes live together with its certificate, not before.
 	[ ! -f "$key" ] || [ -z "$kubeconfig" ] || key_file=$key.new
 	# Written before the CSR is submitted (the certificate is useless without it).
-	(umask 077; cp "$work/key" "$key_file.tmp") && mv -f "$key_file.tmp" "$key_file" || die "cannot write $key_file"
+	{ (umask 077; cp "$work/key" "$key_file.tmp") && mv -f "$key_file.tmp" "$key_file"; } || die "cannot write $key_file"
 	note "new $( [ "$rsa" = 1 ] && echo 'RSA 2048' || echo 'EC P-256') key: $key_file"
 fi
 # RSA keys print a modulus; EC (and anything else) sign with digitalSignature only.
@@ -256,7 +259,7 @@ subjectAltName = $san_list
 CNF
 "$OPENSSL" req -new -key "$key_file" -config "$work/req.cnf" -out "$work/csr" 2>"$work/err" ||
 	die "openssl could not make the CSR: $(cat "$work/err")"
-cp "$work/csr" "$csr.tmp" && mv -f "$csr.tmp" "$csr" || die "cannot write $csr"
+{ cp "$work/csr" "$csr.tmp" && mv -f "$csr.tmp" "$csr"; } || die "cannot write $csr"
 note "CSR: $csr (CN=system:node:$node_name, O=system:nodes, SANs $san_list)"
 
 if [ -z "$kubeconfig" ]; then
@@ -346,5 +349,5 @@ else
 	note "could not read default/kube-root-ca.crt; not verified against what pods trust"
 fi
 [ "$key_file" = "$key" ] || mv -f "$key_file" "$key" || die "cannot move $key_file to $key"
-cp "$work/crt" "$cert.tmp" && mv -f "$cert.tmp" "$cert" || die "cannot write $cert"
+{ cp "$work/crt" "$cert.tmp" && mv -f "$cert.tmp" "$cert"; } || die "cannot write $cert"
 note "certificate: $cert ($("$OPENSSL" x509 -in "$cert" -noout -enddate))"

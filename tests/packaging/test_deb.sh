@@ -51,6 +51,7 @@ done
 cmdline() {
   (
     set +u -a
+    # shellcheck disable=SC1090 # the default file under test
     . "$1"
     eval "set -- $(sed -n 's/^ExecStart=//p' "$unit")"
     printf '%s\n' "$*"

@@ -27,6 +27,18 @@ for ipk in "${ipks[@]}"; do
   [ "$files" = "./etc/config/lite-apiserver ./etc/init.d/lite-apiserver ./usr/bin/lite-apiserver " ] || fail "file list: $files"
   [ "$(stat -c %a "$work/data/usr/bin/lite-apiserver")" = 755 ] || fail "binary mode"
   [ "$(stat -c %a "$work/data/etc/init.d/lite-apiserver")" = 755 ] || fail "init mode"
+  # The packaged init script passes the in-cluster options (tests/packaging/
+  # test_init.sh checks the command line it builds), the config documents them,
+  # and nothing narrows the root instance's capabilities (CAP_NET_ADMIN).
+  initf="$work/data/etc/init.d/lite-apiserver"
+  conf="$work/data/etc/config/lite-apiserver"
+  for o in incluster_address cache_agents_configmap; do
+    grep -q "'$o:string'" "$initf" || fail "init script does not validate $o"
+    grep -q "^	#option $o '" "$conf" || fail "config does not document $o"
+  done
+  grep -q 'append_flag --incluster-address "$incluster_address"' "$initf" || fail "init script drops incluster_address"
+  grep -q -e 'procd_set_param user' -e 'procd_set_param capabilities' -e 'procd_set_param no_new_privs' "$initf" &&
+    fail "the instance must keep root's capabilities (CAP_NET_ADMIN for incluster_address)"
   [ "$(tar -tvzf "$work/data.tar.gz" ./usr/bin/lite-apiserver | awk '{print $2}')" = "0/0" ] || fail "owner not root"
   kind=$(file -b "$work/data/usr/bin/lite-apiserver")
   case "$ipk" in

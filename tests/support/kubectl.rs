@@ -51,6 +51,25 @@ impl Kubectl {
         cmd
     }
 
+    /// Writes a kubeconfig file for the same server, CA and credentials,
+    /// for tools that take `--kubeconfig FILE` rather than flags.
+    pub fn write_kubeconfig(&self, path: &Path) {
+        let user = match &self.auth {
+            Auth::Cert(p) => format!(
+                "client-certificate: {}\n      client-key: {}",
+                p.cert.display(),
+                p.key.display()
+            ),
+            Auth::Token(t) => format!("token: {t}"),
+        };
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n  - name: test\n    cluster:\n      server: {}\n      certificate-authority: {}\nusers:\n  - name: test\n    user:\n      {user}\ncontexts:\n  - name: test\n    context: {{cluster: test, user: test}}\ncurrent-context: test\n",
+            self.server,
+            self.ca.display()
+        );
+        std::fs::write(path, text).expect("write kubeconfig");
+    }
+
     /// Runs to completion.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("kubectl runs")

@@ -52,6 +52,12 @@ impl Ca {
         Ca { cert, key, pem }
     }
 
+    /// The CA's private key as PEM (for tests that sign with openssl,
+    /// e.g. acting as kube-controller-manager's CSR signer).
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
     /// A serving certificate for 127.0.0.1/localhost (+ extra DNS names).
     pub fn server(&self, dir: &Path, name: &str, dns: &[&str]) -> Pair {
         let mut sans = vec!["localhost".to_owned()];

@@ -63,6 +63,7 @@ pub fn kind_of(resource: &str) -> String {
         "endpoints" => "Endpoints".into(),
         "serviceaccounts" => "ServiceAccount".into(),
         "widgets" => "Widget".into(),
+        "certificatesigningrequests" => "CertificateSigningRequest".into(),
         other => {
             let singular = other.strip_suffix('s').unwrap_or(other);
             let mut c = singular.chars();

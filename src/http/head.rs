@@ -369,10 +369,12 @@ impl RequestHead {
         let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
             return Ok(Parsed::Partial);
         };
-        let target = origin_form(target)?;
+        // CONNECT first: its target is authority-form, which is refused
+        // for every other method.
         if method == "CONNECT" {
             return Err(HttpError::MethodNotAllowed);
         }
+        let target = origin_form(target)?;
         let headers = Headers::from_httparse(req.headers);
         let hosts = headers.count("host");
         if hosts > 1 || (hosts == 0 && minor >= 1) {

@@ -88,6 +88,9 @@ pub enum SendError {
     /// The client's request body broke (the upstream saw an aborted
     /// request, and its connection is dropped with the lease).
     Client(HttpError),
+    /// The upstream's answer head broke the HTTP rules: no retry (the
+    /// request was delivered), 502.
+    Malformed(HttpError),
     /// The server was declared down while we waited.
     Cancelled,
 }
@@ -97,6 +100,7 @@ impl std::fmt::Display for SendError {
         match self {
             SendError::Upstream(e) => write!(f, "upstream: {e}"),
             SendError::Client(e) => write!(f, "client: {e}"),
+            SendError::Malformed(e) => write!(f, "upstream answer: {e}"),
             SendError::Cancelled => write!(f, "the server was declared down"),
         }
     }
@@ -213,7 +217,7 @@ async fn next_step(
             _ => "read",
         });
     }
-    if !attempt.repeatable {
+    if !attempt.repeatable || matches!(error, SendError::Malformed(_)) {
         return Next::Refuse(if down {
             Status::unavailable("lite-apiserver: the cloud kube-apiserver went silent while this request was in flight; its outcome is unknown (it may or may not have been applied)")
         } else {
@@ -282,7 +286,7 @@ where
             .await
             .map_err(|e| match e {
                 HttpError::Io(e) => SendError::Upstream(e),
-                other => SendError::Upstream(io::Error::other(other)),
+                other => SendError::Malformed(other),
             })?
             .ok_or_else(|| SendError::Upstream(io::ErrorKind::UnexpectedEof.into()))?;
         if (100..200).contains(&res.status) && res.status != 101 {

@@ -148,6 +148,14 @@ mod reference {
             Head::Complete(head) => head,
             Head::Viable => return Err(fail(TRUNCATED, "input ends in a head")),
             Head::Error(code, why) => return Err(head_error_ends(input, pos, code, why)),
+            Head::Doomed(codes, why) => {
+                let mut ends: Vec<Outcome> = codes.into_iter().map(Outcome::Refused).collect();
+                ends.push(Outcome::Truncated);
+                return Err(fail(
+                    &ends,
+                    &format!("input ends in a head that breaks: {why}"),
+                ));
+            }
         };
         let mut notes = head.notes.clone();
         let (method, target, minor, framing) = semantics(&head, &mut notes)?;
@@ -157,8 +165,14 @@ mod reference {
             .find(|n| notes.contains(n))
             .copied()
             .unwrap_or("plain");
+        // A body that ends early is named after the request's most unusual
+        // part: a reader that refuses that part sees no body at all.
         let (body, next) = body.map_err(|f| Fail {
-            why: format!("{} ({note})", f.why),
+            why: if f.ends == TRUNCATED {
+                format!("{} ({note})", f.why)
+            } else {
+                f.why
+            },
             ends: f.ends,
         })?;
         let request = Request {
@@ -255,8 +269,9 @@ mod reference {
         /// "Line ends must be CRLF: a bare LF or a bare CR -> 400": the
         /// offending byte's offset (the line's content stops there).
         Bad(usize),
-        /// Not ended within the bytes looked at.
-        Open { content_end: usize },
+        /// Not ended within the bytes looked at; `cr`: they end in a CR, so
+        /// the line must end here (the content is complete).
+        Open { content_end: usize, cr: bool },
     }
 
     fn line(input: &[u8], start: usize, limit: usize) -> Line {
@@ -264,7 +279,12 @@ mod reference {
         while i < limit {
             match input[i] {
                 b'\n' => return Line::Bad(i),
-                b'\r' if i + 1 >= limit => return Line::Open { content_end: i },
+                b'\r' if i + 1 >= limit => {
+                    return Line::Open {
+                        content_end: i,
+                        cr: true,
+                    }
+                }
                 b'\r' if input[i + 1] == b'\n' => {
                     return Line::Crlf {
                         content_end: i,
@@ -275,13 +295,16 @@ mod reference {
                 _ => i += 1,
             }
         }
-        Line::Open { content_end: limit }
+        Line::Open {
+            content_end: limit,
+            cr: false,
+        }
     }
 
     impl Line {
         fn content_end(&self) -> usize {
             match *self {
-                Line::Crlf { content_end, .. } | Line::Open { content_end } => content_end,
+                Line::Crlf { content_end, .. } | Line::Open { content_end, .. } => content_end,
                 Line::Bad(at) => at,
             }
         }
@@ -474,6 +497,44 @@ mod reference {
         Error(u16, &'static str),
         /// The input ends inside a head that can still be valid.
         Viable,
+        /// The input ends inside a head that its complete parts already
+        /// condemn (a reader may say so now, or wait for the end).
+        Doomed(Vec<u16>, String),
+    }
+
+    /// What the complete parts of an unfinished head already break: the
+    /// target and the method once followed by SP, the field lines so far.
+    fn doomed(rl: &RequestLine, fields: &[(Vec<u8>, Vec<u8>)]) -> Head {
+        let mut hits: Vec<(u16, &str)> = Vec::new();
+        if rl.part >= 1 && rl.method == b"CONNECT" {
+            hits.push((405, "CONNECT"));
+        }
+        if rl.part >= 2 {
+            if let Err(why) = forwarded_target(&rl.target) {
+                hits.push((400, why));
+            }
+        }
+        let count = |name: &str| {
+            fields
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                .count()
+        };
+        if count("host") > 1 {
+            hits.push((400, "several Host fields"));
+        }
+        let (te, cl) = (count("transfer-encoding"), count("content-length"));
+        if te > 0 && cl > 0 {
+            hits.push((400, "both Transfer-Encoding and Content-Length"));
+        }
+        if te > 0 && rl.part == 2 && rl.version.as_slice() == b"HTTP/1.0" {
+            hits.push((400, "Transfer-Encoding in HTTP/1.0"));
+        }
+        if hits.is_empty() {
+            return Head::Viable;
+        }
+        let why: Vec<&str> = hits.iter().map(|h| h.1).collect();
+        Head::Doomed(hits.iter().map(|h| h.0).collect(), why.join(" & "))
     }
 
     fn bad_line_end(input: &[u8], at: usize, place: &'static [&'static str; 2]) -> &'static str {
@@ -528,10 +589,12 @@ mod reference {
     fn scan_head(input: &[u8], pos: usize) -> Head {
         let limit = input.len().min(pos + MAX_HEAD);
         // A head that has not ended within MAX_HEAD bytes is too large.
-        let open = if limit == pos + MAX_HEAD {
-            Head::Error(431, "head larger than 64 KiB")
-        } else {
-            Head::Viable
+        let open = |rl: &RequestLine, fields: &[(Vec<u8>, Vec<u8>)]| {
+            if limit == pos + MAX_HEAD {
+                Head::Error(431, "head larger than 64 KiB")
+            } else {
+                doomed(rl, fields)
+            }
         };
         let mut i = pos;
         let mut request_line: Option<RequestLine> = None;
@@ -560,9 +623,12 @@ mod reference {
                         i = next;
                         continue;
                     }
-                    Line::Crlf { .. } => return Head::Error(400, request_line_why(&g)),
+                    Line::Crlf { .. } | Line::Open { cr: true, .. } if !g.accepting() => {
+                        return Head::Error(400, request_line_why(&g))
+                    }
+                    Line::Crlf { .. } => unreachable!(),
                     Line::Bad(at) => return Head::Error(400, bad_line_end(input, at, HEAD_ENDS)),
-                    Line::Open { .. } => return open,
+                    Line::Open { .. } => return open(&g, &fields),
                 }
             };
             if content.is_empty() {
@@ -576,7 +642,7 @@ mod reference {
                         notes,
                     }),
                     Line::Bad(at) => Head::Error(400, bad_line_end(input, at, HEAD_ENDS)),
-                    Line::Open { .. } => open,
+                    Line::Open { .. } => open(rl, &fields),
                 };
             }
             let mut g = FieldLine::default();
@@ -596,9 +662,12 @@ mod reference {
                     }
                     i = next;
                 }
-                Line::Crlf { .. } => return Head::Error(400, field_line_why(&g, None)),
+                Line::Crlf { .. } | Line::Open { cr: true, .. } if !g.accepting() => {
+                    return Head::Error(400, field_line_why(&g, None))
+                }
+                Line::Crlf { .. } => unreachable!(),
                 Line::Bad(at) => return Head::Error(400, bad_line_end(input, at, HEAD_ENDS)),
-                Line::Open { .. } => return open,
+                Line::Open { .. } => return open(rl, &fields),
             }
         }
     }
@@ -909,6 +978,10 @@ mod reference {
             let next = match l {
                 Line::Crlf { next, .. } if g.accepting() => next,
                 Line::Crlf { .. } => return Err(fail(BAD, chunk_line_why(&g))),
+                // The line must end at the CR, and would be invalid.
+                Line::Open { cr: true, .. } if !g.accepting() => {
+                    return Err(fail(BAD_OR_TRUNCATED, chunk_line_why(&g)))
+                }
                 Line::Bad(at) => return Err(fail(BAD, bad_line_end(input, at, CHUNK_ENDS))),
                 Line::Open { .. } => return Err(fail(TRUNCATED, "input ends in a chunk line")),
             };
@@ -985,6 +1058,10 @@ mod reference {
                 Line::Crlf { .. } => {
                     let why = format!("trailer: {}", field_line_why(&g, None));
                     return Err(fail(BAD, &why));
+                }
+                Line::Open { cr: true, .. } if !g.accepting() && limit < start + MAX_TRAILER => {
+                    let why = format!("trailer: {}", field_line_why(&g, None));
+                    return Err(fail(BAD_OR_TRUNCATED, &why));
                 }
                 Line::Bad(at) => return Err(fail(BAD, bad_line_end(input, at, TRAILER_ENDS))),
                 Line::Open { .. } => return Err(open()),
@@ -2568,7 +2645,25 @@ fn limit_rows() -> Vec<(Vec<u8>, usize, reference::Outcome)> {
     }
     let hundred = [fields.clone(), b"\r\n".to_vec()].concat();
     let hundred_one = [fields, b"X-100: v\r\n\r\n".to_vec()].concat();
+    let chunk_line = |len: usize| {
+        let mut r =
+            b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1;a=".to_vec();
+        r.resize(r.len() + len - 4, b'v');
+        r.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+        r
+    };
+    // A syntax error, then (past the head's end) over 100 CRLFs and a bare
+    // LF: 400, not "too many fields".
+    let late_lf = [
+        &b"GET / HTTP/1.1\r\nHost: h\r\nX\r\n"[..],
+        &b"\r\n".repeat(101),
+        b"\n",
+    ]
+    .concat();
     vec![
+        (chunk_line(reference::MAX_CHUNK_LINE), 1, Eof),
+        (chunk_line(reference::MAX_CHUNK_LINE + 1), 0, Refused(400)),
+        (late_lf, 0, Refused(400)),
         (head_of(reference::MAX_HEAD), 1, Eof),
         (head_of(reference::MAX_HEAD + 1), 0, Refused(431)),
         (hundred, 1, Eof),

@@ -714,7 +714,39 @@ mod reference {
             // many fields: whichever check runs first.
             ends.push(Outcome::Refused(431));
         }
+        if code == 431 && input.len() - pos == MAX_HEAD && end.is_none() {
+            // Exactly 64 KiB and no end yet: a reader may wait for one more
+            // byte to see "larger than 64 KiB".
+            ends.push(Outcome::Truncated);
+        }
+        // A finished target or method that breaks a rule may be noticed
+        // before a later error (httparse refuses a target that is not
+        // UTF-8 at once).
+        ends.extend(
+            request_line_hits(input, pos)
+                .into_iter()
+                .map(Outcome::Refused),
+        );
         fail(&ends, why)
+    }
+
+    /// The rules that the finished parts of the request line at `pos`
+    /// break (its target once followed by SP, its method).
+    fn request_line_hits(input: &[u8], pos: usize) -> Vec<u16> {
+        let mut i = pos;
+        while input[i..].starts_with(b"\r\n") {
+            i += 2;
+        }
+        let mut g = RequestLine::default();
+        for &b in &input[i..] {
+            if !g.push(b) {
+                break;
+            }
+        }
+        match doomed(&g, &[]) {
+            Head::Doomed(codes, _) => codes,
+            _ => Vec::new(),
+        }
     }
 
     // -- what the head means -------------------------------------------------
@@ -1024,7 +1056,11 @@ mod reference {
         let limit = input.len().min(start + MAX_TRAILER);
         // "a trailer section longer than 16 KiB -> 400"
         let open = || {
-            if limit == start + MAX_TRAILER {
+            if input.len() == start + MAX_TRAILER {
+                // Exactly 16 KiB and no end yet: a reader may wait for one
+                // more byte to see "longer than 16 KiB".
+                fail(BAD_OR_TRUNCATED, "trailer section longer than 16 KiB")
+            } else if limit == start + MAX_TRAILER {
                 fail(BAD, "trailer section longer than 16 KiB")
             } else {
                 fail(TRUNCATED, "input ends in the trailers")

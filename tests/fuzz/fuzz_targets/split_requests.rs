@@ -10,8 +10,15 @@ fuzz_target!(|data: &[u8]| {
     let Some((&sizes, input)) = data.split_first() else {
         return;
     };
-    let pieces = [1 + usize::from(sizes & 0x0f), 1 + usize::from(sizes >> 4) * 97];
+    let pieces = [
+        1 + usize::from(sizes & 0x0f),
+        1 + usize::from(sizes >> 4) * 97,
+    ];
     let whole = split_requests_in_pieces(input, &[usize::MAX]);
-    assert_eq!(split_requests_in_pieces(input, &pieces), whole, "read sizes {pieces:?}");
+    assert_eq!(
+        split_requests_in_pieces(input, &pieces),
+        whole,
+        "read sizes {pieces:?}"
+    );
     assert_eq!(split_requests(input), whole);
 });

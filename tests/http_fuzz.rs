@@ -1187,15 +1187,17 @@ fn check(worker: &Worker, input: &[u8], pieces: &[usize]) -> Option<String> {
     None
 }
 
-/// Shortens a failing input while it fails the same way.
+/// Shortens a failing input while it fails the same way (for at most 2 s
+/// or 2000 tries).
 fn minimize(worker: &Worker, case: &Case, class: &str) -> Vec<u8> {
+    let stop = Instant::now() + Duration::from_secs(2);
     let mut cur = case.input.clone();
     let mut budget = 2000;
     let mut chunk = (cur.len() / 2).max(1);
     while budget > 0 {
         let mut progressed = false;
         let mut i = 0;
-        while i < cur.len() && budget > 0 {
+        while i < cur.len() && budget > 0 && Instant::now() < stop {
             let end = (i + chunk).min(cur.len());
             let mut cand = cur[..i].to_vec();
             cand.extend_from_slice(&cur[end..]);
@@ -1206,6 +1208,9 @@ fn minimize(worker: &Worker, case: &Case, class: &str) -> Vec<u8> {
             } else {
                 i += chunk;
             }
+        }
+        if Instant::now() >= stop {
+            break;
         }
         if !progressed {
             if chunk == 1 {

@@ -1,7 +1,19 @@
-//! Wall-clock time as the cache and the token checks need it: Unix
-//! seconds, and Kubernetes' RFC 3339 timestamps. A leaf: no crate imports.
+//! Time as the cache, the token checks and the fleet need it: Unix
+//! seconds, Kubernetes' RFC 3339 timestamps, jitter. A leaf: no crate
+//! imports.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A uniformly random duration in [0, `window`]: jitter, so that a fleet
+/// of nodes does not act in the same second.
+pub fn random_within(window: Duration) -> Duration {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut bytes = [0u8; 4];
+    let r = SystemRandom::new()
+        .fill(&mut bytes)
+        .map_or(0, |()| u32::from_le_bytes(bytes));
+    window.mul_f64(f64::from(r) / f64::from(u32::MAX))
+}
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {

@@ -152,6 +152,11 @@ impl Metrics {
 
     /// Appends everything in Prometheus text format.
     pub fn render(&self, out: &mut String) {
+        self.render_requests(out);
+        self.render_gauges(out);
+    }
+
+    fn render_requests(&self, out: &mut String) {
         out.push_str("# HELP lite_apiserver_requests_total Requests answered, by verb, status code and source.\n");
         out.push_str("# TYPE lite_apiserver_requests_total counter\n");
         for (v, verb) in VERBS.iter().enumerate() {
@@ -171,6 +176,9 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    fn render_gauges(&self, out: &mut String) {
         let gauges = [
             (
                 "lite_apiserver_upstream_online",

@@ -75,21 +75,61 @@ pub async fn run(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    let ctx = Arc::new(Context {
+    let ctx = Arc::new(context(&config, tls.clone(), store));
+    let ex = Arc::new(Executor::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (tasks, bound) = spawn(&ex, &ctx, &tls, &config, listeners, admin, &ready);
+    ready.store(true, Ordering::Release);
+    log::info!("serving on {bound:?}");
+    on_ready(&bound);
+    let mut tasks = tasks;
+    tasks.push(ex.spawn(background(ctx.clone(), tls, config)));
+
+    // One executor thread: the benchmark measured extra work-stealing
+    // threads as slower (cross-thread wake-ups) and they cost RSS; file I/O
+    // has its own writer thread and I/O pool.
+    ex.run(async {
+        shutdown.await;
+        log::info!("shutting down: flushing the cache");
+        // Cancelled on this executor, so the listeners (which hold `ex`)
+        // are closed now; dropping `ex` below then ends every connection.
+        for task in tasks {
+            task.cancel().await;
+        }
+        ctx.store.close().await;
+    })
+    .await;
+    drop(ex);
+    Ok(())
+}
+
+/// The request path's context.
+fn context(config: &Config, tls: Arc<TlsMaterial>, store: FileStore) -> Context {
+    Context {
         cache_agents: config.cache_agents.clone(),
         upstream: Upstream::new(
             config.servers.clone(),
-            tls.clone(),
+            tls,
             config.proxy.clone(),
             config.upstream_timeout,
         ),
         keys: ServiceAccountKeys::load(&config.cache_dir),
         store,
         metrics: Metrics::default(),
-    });
-    let ready = Arc::new(AtomicBool::new(false));
+        resume_spread: config.resume_spread,
+    }
+}
 
-    let ex = Arc::new(Executor::new());
+/// Spawns the accept loops; returns their tasks and the bound addresses.
+fn spawn(
+    ex: &Arc<Executor<'static>>,
+    ctx: &Arc<Context>,
+    tls: &Arc<TlsMaterial>,
+    config: &Config,
+    listeners: Vec<TcpListener>,
+    admin: Option<TcpListener>,
+    ready: &Arc<AtomicBool>,
+) -> (Vec<smol::Task<()>>, Vec<SocketAddr>) {
     let mut bound: Vec<SocketAddr> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -112,27 +152,7 @@ pub async fn run(
         };
         tasks.push(ex.spawn(crate::admin::serve(admin, ex.clone(), listener)));
     }
-    tasks.push(ex.spawn(background(ctx.clone(), tls, config)));
-    ready.store(true, Ordering::Release);
-    log::info!("serving on {bound:?}");
-    on_ready(&bound);
-
-    // One executor thread: the benchmark measured extra work-stealing
-    // threads as slower (cross-thread wake-ups) and they cost RSS; file I/O
-    // has its own writer thread and I/O pool.
-    ex.run(async {
-        shutdown.await;
-        log::info!("shutting down: flushing the cache");
-        // Cancelled on this executor, so the listeners (which hold `ex`)
-        // are closed now; dropping `ex` below then ends every connection.
-        for task in tasks {
-            task.cancel().await;
-        }
-        ctx.store.close().await;
-    })
-    .await;
-    drop(ex);
-    Ok(())
+    (tasks, bound)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {

@@ -51,7 +51,10 @@ fn modules() -> BTreeMap<String, PathBuf> {
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .collect();
-            if parts.last().is_some_and(|l| l == "mod" || l == "lib" || l == "main") {
+            if parts
+                .last()
+                .is_some_and(|l| l == "mod" || l == "lib" || l == "main")
+            {
                 parts.pop();
             }
             Some((parts.join("::"), p))
@@ -137,7 +140,9 @@ fn modules_import_only_downward_and_without_cycles() {
                 _ => problems.push(format!("{module} uses {r}: not a lower layer")),
             }
             if r == "server" {
-                problems.push(format!("{module} uses server: wiring is imported by nobody"));
+                problems.push(format!(
+                    "{module} uses server: wiring is imported by nobody"
+                ));
             }
         }
         graph.insert(module.clone(), refs);
@@ -192,7 +197,10 @@ fn files_and_functions_are_small() {
         let text = std::fs::read_to_string(&path).unwrap();
         let lines = text.lines().count();
         if lines > MAX_FILE_LINES {
-            problems.push(format!("{}: {lines} lines (max {MAX_FILE_LINES})", path.display()));
+            problems.push(format!(
+                "{}: {lines} lines (max {MAX_FILE_LINES})",
+                path.display()
+            ));
         }
         if path.file_name().is_some_and(|n| n == "tests.rs") {
             continue;
@@ -211,9 +219,16 @@ fn long_functions(text: &str) -> Vec<(String, usize)> {
     let mut out = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let trimmed = line.trim_start();
-        let is_fn = ["fn ", "pub fn ", "async fn ", "pub async fn ", "pub(crate) fn ", "pub(crate) async fn "]
-            .iter()
-            .any(|p| trimmed.starts_with(p));
+        let is_fn = [
+            "fn ",
+            "pub fn ",
+            "async fn ",
+            "pub async fn ",
+            "pub(crate) fn ",
+            "pub(crate) async fn ",
+        ]
+        .iter()
+        .any(|p| trimmed.starts_with(p));
         if !is_fn || trimmed.ends_with(';') {
             continue;
         }

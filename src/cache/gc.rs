@@ -2,7 +2,7 @@
 //!
 //! "Read" is the file's modification time: a write sets it, and a read
 //! refreshes it when it is more than an hour old (see
-//! [`crate::cache::file::read`]), so an entry that clients keep reading offline
+//! the file store's reader), so an entry that clients keep reading offline
 //! is never collected. Temp files older than an hour (left by a crash) and
 //! directories left empty are removed too. The cache root and the agent
 //! directories stay.
@@ -11,10 +11,27 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::file::{is_entry_name, TMP_PREFIX};
+use super::names::{is_entry_name, walk, TMP_PREFIX};
 
 /// Temp files older than this are leftovers of a crash.
 const STALE_TMP: Duration = Duration::from_secs(3600);
+
+/// A read refreshes the last-read time only if it is older than this
+/// (saves flash writes on hot entries).
+const TOUCH_AFTER: Duration = Duration::from_secs(3600);
+
+/// Refreshes the last-read time GC goes by, at most hourly per entry.
+pub fn touch(file: &fs::File) {
+    let now = SystemTime::now();
+    let stale = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .map(|t| now.duration_since(t).unwrap_or_default() > TOUCH_AFTER)
+        .unwrap_or(false);
+    if stale {
+        let _ = file.set_modified(now);
+    }
+}
 
 /// What a sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,7 +59,7 @@ pub struct Expired {
 /// Walks `dir` as of `now`.
 pub fn expired(dir: &Path, ttl: Duration, now: SystemTime) -> Expired {
     let mut found = Expired::default();
-    super::file::walk(dir, &mut |path, meta| {
+    walk(dir, &mut |path, meta| {
         let age = meta
             .modified()
             .ok()

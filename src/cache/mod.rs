@@ -10,6 +10,7 @@
 //! - [`paging`]: paged LISTs assembled into one entry.
 //! - [`live`]: watch tees.
 //! - [`gc`]: removal of entries not read for `--cache-ttl`.
+//! - [`names`]: which files in the cache directory are entries.
 //! - [`stats`]: counters for `/metrics`.
 
 pub mod entry;
@@ -18,6 +19,7 @@ pub mod fs;
 pub mod gc;
 pub mod key;
 pub mod live;
+pub mod names;
 pub mod paging;
 pub mod patch;
 pub mod stats;

@@ -56,9 +56,9 @@ impl StoreStats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Appends the store's metrics in Prometheus text.
-    pub fn render(&self, out: &mut String) {
-        let counters = [
+    /// The counters with their names and help texts.
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 8] {
+        [
             (
                 "lite_apiserver_cache_writes_total",
                 "Entries committed.",
@@ -99,8 +99,12 @@ impl StoreStats {
                 "Answers not cached because the cache writer could not keep up.",
                 &self.tee_dropped,
             ),
-        ];
-        for (name, help, value) in counters {
+        ]
+    }
+
+    /// Appends the store's metrics in Prometheus text.
+    pub fn render(&self, out: &mut String) {
+        for (name, help, value) in self.counters() {
             let _ = write!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",

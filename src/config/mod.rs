@@ -73,10 +73,7 @@ struct Flags {
     #[argh(option)]
     incluster_address: Option<String>,
     /// NS/NAME of a ConfigMap whose key cache_agents adds agents to cache, followed live; empty or none disables [kube-system/lite-apiserver]
-    #[argh(
-        option,
-        default = "String::from(\"kube-system/lite-apiserver\")"
-    )]
+    #[argh(option, default = "String::from(\"kube-system/lite-apiserver\")")]
     cache_agents_configmap: String,
     /// when the cloud returns, held offline watches end spread uniformly over this long (e.g. 5s, 0 for at once) [5s]
     #[argh(option, default = "String::from(\"5s\")")]

@@ -120,8 +120,7 @@ fn flag_errors_name_the_flag() {
     assert!(run(&["--server", "http://x"]).starts_with("--server:"));
     assert!(run(&["--server", "https://x"]).starts_with("--ca-file:"));
     assert!(
-        run(&["--server", "https://x", "--ca-file", "/nonexistent.pem"])
-            .starts_with("--ca-file:")
+        run(&["--server", "https://x", "--ca-file", "/nonexistent.pem"]).starts_with("--ca-file:")
     );
     assert!(run(&["--bogus"]).contains("--bogus"));
     assert!(run(&["--listen", "nope", "--server", "https://x"]).starts_with("--listen:"));

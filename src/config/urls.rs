@@ -140,4 +140,3 @@ pub(super) fn base64(input: &[u8]) -> String {
     }
     out
 }
-

@@ -5,7 +5,7 @@ use std::io;
 
 use smol::io::{AsyncRead, AsyncWrite};
 
-use crate::http::{Conn, ResponseHead};
+use crate::http::{Conn, HttpError, ResponseHead};
 use crate::k8s::status::Status;
 
 /// Writes a complete response with a Content-Length body and flushes.
@@ -33,4 +33,16 @@ where
         head.headers.set("Connection", "close");
     }
     send(conn, head, status.to_json().as_bytes()).await
+}
+
+/// Answers a request that broke the HTTP rules (400, 405, 408, 431, 501),
+/// when an answer still makes sense; the connection is closed after it.
+pub async fn refuse_malformed<S>(client: &mut Conn<S>, e: &HttpError)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Some(code) = e.client_status() {
+        let status = Status::new(code, e.status_reason(), format!("lite-apiserver: {e}"));
+        let _ = send_status(client, &status, true).await;
+    }
 }

@@ -14,15 +14,12 @@ use crate::auth::identity::Caller;
 use crate::http::{Conn, HttpError, RequestHead};
 use crate::k8s::reply;
 use crate::k8s::request::Classified;
-use crate::k8s::status::Status;
 use crate::metrics::Source;
 
 /// A keep-alive connection may sit idle this long between requests.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Once a request started arriving, its head must be complete within this.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// A request body may pause this long between two reads.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves every request of one client connection.
 pub async fn serve_connection<S>(ctx: Arc<Context>, mut client: Conn<S>, peer: Peer)
@@ -34,7 +31,7 @@ where
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(e) => {
-                refuse_malformed(&mut client, &e).await;
+                reply::refuse_malformed(&mut client, &e).await;
                 log::debug!("client connection: {e}");
                 return;
             }
@@ -44,18 +41,6 @@ where
             let _ = client.close().await;
             return;
         }
-    }
-}
-
-/// Answers a request that broke the HTTP rules (400, 405, 408, 431, 501),
-/// when an answer still makes sense; the connection is closed after it.
-pub async fn refuse_malformed<S>(client: &mut Conn<S>, e: &HttpError)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    if let Some(code) = e.client_status() {
-        let status = Status::new(code, e.status_reason(), format!("lite-apiserver: {e}"));
-        let _ = reply::send_status(client, &status, true).await;
     }
 }
 

@@ -23,6 +23,9 @@ use crate::cache::FileStore;
 use crate::metrics::{Metrics, Source};
 use crate::upstream::Upstream;
 
+/// A request body may pause this long between two reads.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the request path needs, shared by all connections.
 #[derive(Debug)]
 pub struct Context {
@@ -36,6 +39,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// The cluster's service-account keys, for offline JWT checks.
     pub keys: ServiceAccountKeys,
+    /// Held offline watches end spread over this when the cloud returns.
+    pub resume_spread: std::time::Duration,
 }
 
 impl Context {

@@ -79,32 +79,10 @@ where
         }
         Verb::Watch => hold_watch(state, client, head, class, caller).await,
         Verb::Update if is_own_lease_renewal(class, caller) => {
-            let mut res = ResponseHead::new(200);
-            let content_type = head
-                .headers
-                .get_str("content-type")
-                .unwrap_or("application/json");
-            res.headers.set("Content-Type", content_type);
-            res.headers.set("Cache-Control", "no-cache, private");
-            reply::send(client, res, &body).await?;
-            Ok(Outcome::local(200, keep_alive))
+            renew_lease(client, head, &body, keep_alive).await
         }
         Verb::Create if class.is_token_request() => {
-            let status = match tokens::cached_token(state, head, caller).await {
-                Some(bytes) => {
-                    let mut res = ResponseHead::new(201);
-                    res.headers.set("Content-Type", "application/json");
-                    res.headers.set("Cache-Control", "no-cache, private");
-                    reply::send(client, res, &bytes).await?;
-                    return Ok(Outcome {
-                        status: 201,
-                        source: Source::Cache,
-                        keep_alive,
-                    });
-                }
-                None => Status::unavailable("lite-apiserver: the cloud is unreachable and no unexpired token is cached for this service account"),
-            };
-            refuse(client, &status, keep_alive).await
+            replay_token(state, client, head, caller, keep_alive).await
         }
         _ => {
             let status = Status::unavailable(format!(
@@ -115,6 +93,58 @@ where
             refuse(client, &status, keep_alive).await
         }
     }
+}
+
+/// kubelet's own Lease renewal: 200 with its body, so the node does not
+/// churn while the cloud cannot see it anyway.
+async fn renew_lease<S>(
+    client: &mut Conn<S>,
+    head: &crate::http::RequestHead,
+    body: &[u8],
+    keep_alive: bool,
+) -> io::Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut res = ResponseHead::new(200);
+    let content_type = head
+        .headers
+        .get_str("content-type")
+        .unwrap_or("application/json");
+    res.headers.set("Content-Type", content_type);
+    res.headers.set("Cache-Control", "no-cache, private");
+    reply::send(client, res, body).await?;
+    Ok(Outcome::local(200, keep_alive))
+}
+
+/// A TokenRequest: the cached answer while its token has not expired.
+async fn replay_token<S>(
+    ctx: &Context,
+    client: &mut Conn<S>,
+    head: &crate::http::RequestHead,
+    caller: &Caller,
+    keep_alive: bool,
+) -> io::Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let token = match lookup(ctx, head, caller).await {
+        Ok(entry) => tokens::unexpired(entry).await,
+        Err(_) => None,
+    };
+    let Some(bytes) = token else {
+        let status = Status::unavailable("lite-apiserver: the cloud is unreachable and no unexpired token is cached for this service account");
+        return refuse(client, &status, keep_alive).await;
+    };
+    let mut res = ResponseHead::new(201);
+    res.headers.set("Content-Type", "application/json");
+    res.headers.set("Cache-Control", "no-cache, private");
+    reply::send(client, res, &bytes).await?;
+    Ok(Outcome {
+        status: 201,
+        source: Source::Cache,
+        keep_alive,
+    })
 }
 
 /// Reads the request body into memory (bounded); `None` if it was too big
@@ -129,7 +159,7 @@ where
     }
     let mut sink = Collect(Vec::new());
     let mut dec = BodyDecoder::new(framing);
-    client.set_read_timeout(Some(crate::proxy::conn::BODY_TIMEOUT));
+    client.set_read_timeout(Some(crate::proxy::BODY_TIMEOUT));
     let pumped = pump(&mut dec, client, &mut sink).await;
     client.set_read_timeout(None);
     pumped.ok()?;
@@ -285,7 +315,7 @@ where
 
 /// Holds an offline watch open with no events (bookmarks aside).
 async fn hold_watch<S>(
-    state: &Context,
+    ctx: &Context,
     client: &mut Conn<S>,
     head: &crate::http::RequestHead,
     class: &Classified,
@@ -299,13 +329,12 @@ where
         .get_str("timeoutSeconds")
         .and_then(|v| v.parse::<u64>().ok())
         .map_or(DEFAULT_WATCH_HOLD, Duration::from_secs);
-    let bookmark = if class.query.flag("allowWatchBookmarks") {
-        match lookup(state, head, caller).await {
+    let bookmark = match class.query.flag("allowWatchBookmarks") {
+        true => match lookup(ctx, head, caller).await {
             Ok(entry) => bookmark_event(entry).await,
             Err(_) => None,
-        }
-    } else {
-        None
+        },
+        false => None,
     };
     let mut res = ResponseHead::new(200);
     res.headers.set("Content-Type", "application/json");
@@ -315,10 +344,35 @@ where
     res.encode(&mut out);
     client.write_all(&out).await?;
     client.flush().await?;
-    state.metrics.watch_opened();
+    ctx.metrics.watch_opened();
+    let ended = hold_open(ctx, client, bookmark.as_deref(), hold).await;
+    ctx.metrics.watch_closed();
+    ended?;
+    client.write_all(LAST_CHUNK).await?;
+    client.flush().await?;
+    Ok(Outcome {
+        status: 200,
+        source: Source::Cache,
+        keep_alive: head.keep_alive(),
+    })
+}
+
+/// Keeps an offline watch open (a bookmark now and then) until `hold`
+/// passes or the cloud is back. When it is back, held watches end spread
+/// over `--resume-spread`, so a fleet of nodes does not re-list and
+/// re-watch in the same second.
+async fn hold_open<S>(
+    ctx: &Context,
+    client: &mut Conn<S>,
+    bookmark: Option<&[u8]>,
+    hold: Duration,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let held = async {
         loop {
-            if let Some(event) = &bookmark {
+            if let Some(event) = bookmark {
                 let mut chunk = Vec::with_capacity(event.len() + 16);
                 chunk_header(event.len(), &mut chunk);
                 chunk.extend_from_slice(event);
@@ -329,25 +383,16 @@ where
             Timer::after(BOOKMARK_EVERY).await;
         }
     };
-    let ended: io::Result<()> = held
-        .or(async {
-            Timer::after(hold).await;
-            Ok(())
-        })
-        .or(async {
-            state.upstream.health.wait_online().await;
-            Ok(())
-        })
-        .await;
-    state.metrics.watch_closed();
-    ended?;
-    client.write_all(LAST_CHUNK).await?;
-    client.flush().await?;
-    Ok(Outcome {
-        status: 200,
-        source: Source::Cache,
-        keep_alive: head.keep_alive(),
+    held.or(async {
+        Timer::after(hold).await;
+        Ok(())
     })
+    .or(async {
+        ctx.upstream.health.wait_online().await;
+        Timer::after(crate::clock::random_within(ctx.resume_spread)).await;
+        Ok(())
+    })
+    .await
 }
 
 /// A BOOKMARK event line carrying a cached list's resourceVersion.

@@ -15,10 +15,9 @@ use std::io;
 use smol::future::FutureExt;
 use smol::io::{AsyncRead, AsyncWrite};
 
-use super::conn::{refuse_malformed, BODY_TIMEOUT};
 use super::offline::{self, Body};
 use super::relay::{self, Forward};
-use super::{Context, Outcome};
+use super::{Context, Outcome, BODY_TIMEOUT};
 use crate::auth::identity::Caller;
 use crate::http::{
     pump, BodyDecoder, Conn, Framing, HttpError, PumpError, RequestHead, ResponseHead,
@@ -26,7 +25,6 @@ use crate::http::{
 use crate::k8s::reply;
 use crate::k8s::request::{Classified, Verb};
 use crate::k8s::status::Status;
-use crate::metrics::Source;
 use crate::upstream::{upstream_head, Lease, UpConn};
 
 /// Online if we can, offline if we must.
@@ -133,42 +131,27 @@ where
     let mut attempts = 0;
     let response = loop {
         attempts += 1;
-        let up_head = upstream_head(head, ctx.upstream.server(lease.server));
-        let (server, epoch) = (lease.server, lease.epoch);
-        let sent = send_request(client, &mut lease.conn, &up_head, framing)
-            .or(async {
-                ctx.upstream.health.wait_down(server, epoch).await;
-                Err(SendError::Cancelled)
-            })
-            .await;
-        let error = match sent {
+        let error = match attempt(ctx, client, head, framing, &mut lease).await {
             Ok(res) => break res,
             Err(SendError::Client(e)) => {
                 log::warn!("{} {}: client: {e}", head.method, head.target);
-                refuse_malformed(client, &e).await;
+                reply::refuse_malformed(client, &e).await;
                 return Ok(Outcome::local(e.client_status().unwrap_or(0), false));
             }
             Err(e) => e,
         };
-        log::warn!(
-            "{} {} on server #{server}: {error}",
-            head.method,
-            head.target
-        );
-        let attempt = Attempt {
+        let failed = Attempt {
             repeatable: may_repeat(head, framing),
             exhausted: attempts > ctx.upstream.server_count(),
             verb: class.verb,
         };
-        match next_step(ctx, caller, &error, &lease, attempt).await {
+        match next_step(ctx, caller, &error, &lease, failed).await {
             Next::Retry(fresh) => lease = *fresh,
+            Next::Offline if framing == Framing::Empty => {
+                return offline::answer(ctx, client, head, class, caller, Body::Unread).await;
+            }
             Next::Offline => {
-                let body = if framing == Framing::Empty {
-                    Body::Unread
-                } else {
-                    Body::Consumed
-                };
-                return offline::answer(ctx, client, head, class, caller, body).await;
+                return offline::answer(ctx, client, head, class, caller, Body::Consumed).await;
             }
             Next::Refuse(status) => {
                 reply::send_status(client, &status, true).await?;
@@ -180,6 +163,31 @@ where
         return relay::upgrade(ctx, client, lease, response).await;
     }
     relay::relay(ctx, client, head, class, caller, lease, response).await
+}
+
+/// One attempt on `lease`, cancelled when its server is declared down.
+async fn attempt<S>(
+    ctx: &Context,
+    client: &mut Conn<S>,
+    head: &RequestHead,
+    framing: Framing,
+    lease: &mut Lease,
+) -> Result<ResponseHead, SendError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let up_head = upstream_head(head, ctx.upstream.server(lease.server));
+    let (server, epoch) = (lease.server, lease.epoch);
+    let result = send_request(client, &mut lease.conn, &up_head, framing)
+        .or(async {
+            ctx.upstream.health.wait_down(server, epoch).await;
+            Err(SendError::Cancelled)
+        })
+        .await;
+    if let Err(e) = &result {
+        log::warn!("{} {} on server #{server}: {e}", head.method, head.target);
+    }
+    result
 }
 
 /// What is known about a failed attempt.
@@ -316,25 +324,6 @@ pub fn rewrite_accept(head: &mut RequestHead) {
         kept.join(",")
     };
     head.headers.set("Accept", value);
-}
-
-/// A 502 for an upstream answer we cannot relay; the lease is dropped.
-pub async fn bad_gateway<S>(client: &mut Conn<S>, why: &str) -> io::Result<Outcome>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    log::warn!("proxying failed: {why}");
-    let status = Status::new(
-        502,
-        "InternalError",
-        format!("lite-apiserver: upstream failed: {why}"),
-    );
-    reply::send_status(client, &status, true).await?;
-    Ok(Outcome {
-        status: 502,
-        source: Source::Local,
-        keep_alive: false,
-    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use std::io;
 use smol::future::FutureExt;
 use smol::io::{AsyncRead, AsyncWrite};
 
-use super::online::bad_gateway;
 use super::{Context, Outcome};
 use crate::auth::identity::Caller;
 use crate::cache::key::CacheKey;
@@ -24,7 +23,9 @@ use crate::cache::live::WatchTee;
 use crate::cache::{AnswerKind, Tee, TeeSpec};
 use crate::http::body::{chunk_header, LAST_CHUNK};
 use crate::http::{pump, BodyDecoder, Conn, Framing, PumpError, RequestHead, ResponseHead, Sink};
+use crate::k8s::reply;
 use crate::k8s::request::{Classified, Verb};
+use crate::k8s::status::Status;
 use crate::metrics::Source;
 use crate::upstream::Lease;
 
@@ -60,18 +61,9 @@ where
     if response.status < 500 {
         ctx.upstream.health.succeeded(lease.server);
     }
-    let upstream_keep_alive = response.keep_alive();
-    let status = response.status;
+    let upstream_keep_alive = response.keep_alive() && up_framing != Framing::Close;
     let key = cache_key(caller, head, class, &response);
-    response.headers.remove_hop_by_hop();
-    let chunked = matches!(up_framing, Framing::Chunked | Framing::Close) && head.minor >= 1;
-    if chunked {
-        response.headers.set("Transfer-Encoding", "chunked");
-    }
-    let keep_alive = head.keep_alive() && (up_framing != Framing::Close || chunked);
-    if !keep_alive {
-        response.headers.set("Connection", "close");
-    }
+    let (chunked, keep_alive) = client_framing(head, &mut response, up_framing);
     let mut out = Vec::with_capacity(1024);
     response.encode(&mut out);
     client.write_all(&out).await?;
@@ -83,51 +75,101 @@ where
     let streaming = class.verb == Verb::Watch || up_framing == Framing::Close;
     let stopped =
         pump_until_stopped(ctx, &mut lease, &mut sink, caller, up_framing, streaming).await;
-    let Forward { tee, watch, .. } = &mut sink;
-    if let Some(watch) = watch.take() {
-        watch.end();
+    let watch = class.verb == Verb::Watch;
+    let complete = settle(ctx, sink, stopped, watch, &lease, &head.target).await?;
+    if complete && upstream_keep_alive {
+        ctx.upstream.checkin(lease);
     }
-    let tee = tee.take();
+    Ok(Outcome {
+        status: response.status,
+        source: Source::Upstream,
+        keep_alive,
+    })
+}
+
+/// Prepares the answer's head for the client: hop-by-hop fields dropped;
+/// a close-delimited or chunked body re-chunked for an HTTP/1.1 client;
+/// `Connection: close` when the client cannot keep the connection.
+/// Returns (re-chunked, client keep-alive).
+fn client_framing(head: &RequestHead, response: &mut ResponseHead, up: Framing) -> (bool, bool) {
+    response.headers.remove_hop_by_hop();
+    let chunked = matches!(up, Framing::Chunked | Framing::Close) && head.minor >= 1;
+    if chunked {
+        response.headers.set("Transfer-Encoding", "chunked");
+    }
+    let keep_alive = head.keep_alive() && (up != Framing::Close || chunked);
+    if !keep_alive {
+        response.headers.set("Connection", "close");
+    }
+    (chunked, keep_alive)
+}
+
+/// Ends a relayed body: complete (terminator, cache commit: `Ok(true)`),
+/// cut short by the server going down (a watch ends cleanly: `Ok(false)`;
+/// anything else is cut), or broken (an error: the client connection
+/// closes without a terminator, and the cache discards what it had).
+async fn settle<S>(
+    ctx: &Context,
+    mut sink: Forward<'_, S>,
+    stopped: Result<(), Stop>,
+    watch: bool,
+    lease: &Lease,
+    target: &str,
+) -> io::Result<bool>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Some(tee) = sink.watch.take() {
+        tee.end();
+    }
+    let tee = sink.tee.take();
     match stopped {
         Ok(()) => {
             sink.finish().await?;
             if let Some(tee) = tee {
                 tee.commit();
             }
+            Ok(true)
         }
-        Err(Stop::Cancelled) if chunked && class.verb == Verb::Watch => {
+        Err(Stop::Cancelled) if watch && sink.chunked => {
             ctx.metrics.cancelled("watch");
-            log::warn!("{}: server down, watch ended cleanly", head.target);
+            log::warn!("{target}: server down, watch ended cleanly");
             sink.finish().await?;
-            return Ok(Outcome {
-                status,
-                source: Source::Upstream,
-                keep_alive,
-            });
+            Ok(false)
         }
         Err(Stop::Cancelled) => {
             ctx.metrics.cancelled("read");
-            return Err(io::Error::other("server down mid-body"));
+            Err(io::Error::other("server down mid-body"))
         }
-        Err(Stop::ClientGone) => return Err(io::ErrorKind::ConnectionAborted.into()),
-        Err(Stop::Pump(PumpError::Sink(e))) => return Err(e),
+        Err(Stop::ClientGone) => Err(io::ErrorKind::ConnectionAborted.into()),
+        Err(Stop::Pump(PumpError::Sink(e))) => Err(e),
         Err(Stop::Pump(PumpError::Source(e))) => {
-            // The upstream broke mid-body: close without the terminator.
-            log::warn!("upstream broke mid-body of {}: {e}", head.target);
+            log::warn!("upstream broke mid-body of {target}: {e}");
             if matches!(e, crate::http::HttpError::Timeout) {
                 ctx.upstream
                     .declare_down(lease.server, &format!("timed out mid-body: {e}"));
             }
-            return Err(io::Error::other(e));
+            Err(io::Error::other(e))
         }
     }
-    if upstream_keep_alive && up_framing != Framing::Close {
-        ctx.upstream.checkin(lease);
-    }
+}
+
+/// A 502 for an upstream answer we cannot relay; the lease is dropped.
+pub async fn bad_gateway<S>(client: &mut Conn<S>, why: &str) -> io::Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    log::warn!("proxying failed: {why}");
+    let status = Status::new(
+        502,
+        "InternalError",
+        format!("lite-apiserver: upstream failed: {why}"),
+    );
+    reply::send_status(client, &status, true).await?;
     Ok(Outcome {
-        status,
-        source: Source::Upstream,
-        keep_alive,
+        status: 502,
+        source: Source::Local,
+        keep_alive: false,
     })
 }
 

@@ -120,10 +120,5 @@ pub async fn probe(upstream: &Upstream, server: usize) -> Result<(), String> {
 
 /// `every` scaled by a random factor in [0.8, 1.0].
 fn jittered(every: Duration) -> Duration {
-    use ring::rand::{SecureRandom, SystemRandom};
-    let mut byte = [0u8; 1];
-    let r = SystemRandom::new()
-        .fill(&mut byte)
-        .map_or(255, |()| byte[0]);
-    every.mul_f64(0.8 + 0.2 * f64::from(r) / 255.0)
+    every.mul_f64(0.8) + crate::clock::random_within(every.mul_f64(0.2))
 }

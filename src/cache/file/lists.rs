@@ -18,7 +18,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::writer::Writer;
+use super::writer::{Batch, Writer};
 use crate::cache::entry::EntryMeta;
 use crate::cache::fs::Fs;
 use crate::cache::gc::GcStats;
@@ -33,15 +33,6 @@ pub const COALESCE: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Event bytes a failing batch may hold before the list is frozen.
 const MAX_BATCH: usize = 2 << 20;
-
-/// Events waiting to be applied to one list.
-pub(crate) struct Batch {
-    events: Vec<OwnedEvent>,
-    /// Bytes of the queue budget these events hold.
-    bytes: usize,
-    due: Instant,
-    backoff: Duration,
-}
 
 /// Why a batch was not applied.
 enum NotApplied {

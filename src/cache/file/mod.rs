@@ -15,6 +15,7 @@
 
 pub mod lists;
 pub mod read;
+mod shared;
 pub mod tee;
 pub mod writer;
 
@@ -32,19 +33,18 @@ use smol::channel;
 use super::fs::{Fs, RealFs};
 use super::gc::GcStats;
 use super::key::CacheKey;
+pub use super::names::{is_entry_name, walk, TMP_PREFIX};
 use super::stats::StoreStats;
 use crate::k8s::watch::OwnedEvent;
 
 pub use read::{Entry, Miss};
-pub use tee::{AnswerKind, Tee, TeeSpec};
-use writer::{Job, Writer};
+use shared::Job;
+use shared::Shared;
+pub use shared::{AnswerKind, TeeSpec};
+pub use tee::Tee;
+use writer::Writer;
 
-/// Bytes of body pieces and watch events queued for the writer at most:
-/// the memory the cache may hold for writes, whatever the load.
-pub const MAX_QUEUED: usize = 6 << 20;
-/// Prefix of temp files; never matches an entry name (entries contain `@`
-/// and never start with `.`).
-pub const TMP_PREFIX: &str = ".tmp-";
+pub use shared::MAX_QUEUED;
 
 /// Why the store could not be opened.
 #[derive(Debug)]
@@ -63,49 +63,6 @@ impl fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
-
-/// What the async side and the writer share.
-pub(crate) struct Shared {
-    dir: PathBuf,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    /// Bytes queued (see [`MAX_QUEUED`]).
-    queued: AtomicUsize,
-    /// Watch events waiting in the writer's batches.
-    batched: AtomicUsize,
-    next_id: AtomicU64,
-    pub(crate) stats: StoreStats,
-    /// Bad entries already logged (once each).
-    warned: Mutex<HashSet<PathBuf>>,
-}
-
-impl Shared {
-    /// Queues a job; false if the writer is gone.
-    fn send(&self, job: Job) -> bool {
-        let Ok(jobs) = self.jobs.lock() else {
-            return false;
-        };
-        jobs.as_ref().is_some_and(|j| j.send(job).is_ok())
-    }
-
-    /// Takes `n` bytes of the budget, or says no.
-    fn reserve(&self, n: usize) -> bool {
-        let before = self.queued.fetch_add(n, Ordering::AcqRel);
-        if before + n > MAX_QUEUED {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            return false;
-        }
-        true
-    }
-
-    /// Gives `n` bytes of the budget back.
-    pub(crate) fn release(&self, n: usize) {
-        self.queued.fetch_sub(n, Ordering::AcqRel);
-    }
-
-    fn new_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-}
 
 /// The cache store (cheap to clone).
 #[derive(Clone)]
@@ -254,27 +211,6 @@ fn scan(dir: &Path) -> (i64, i64) {
         }
     });
     (entries, bytes)
-}
-
-/// Whether a file name is an entry's.
-pub fn is_entry_name(name: &str) -> bool {
-    !name.starts_with('.') && name.contains('@') && name.ends_with(".json")
-}
-
-/// Calls `f` for every file below `dir` (not following symlinks).
-pub fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata)) {
-    let Ok(read) = fs::read_dir(dir) else { return };
-    for entry in read.flatten() {
-        let path = entry.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            walk(&path, f);
-        } else if meta.is_file() {
-            f(&path, &meta);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -9,10 +9,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use super::writer::Job;
-use super::Shared;
+use super::shared::{Job, Shared};
 use crate::auth::identity::Credential;
 use crate::cache::entry::EntryMeta;
 use crate::cache::key::CacheKey;
@@ -21,9 +19,6 @@ use crate::cache::key::CacheKey;
 const SMALL: u64 = 64 * 1024;
 /// Piece size when streaming a larger body.
 pub const PIECE: usize = 64 * 1024;
-/// A read refreshes the last-read time only if it is older than this
-/// (saves flash writes on hot entries).
-const TOUCH_AFTER: Duration = Duration::from_secs(3600);
 
 /// Why a read found no usable entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +118,7 @@ fn open_blocking(path: &std::path::Path) -> Result<Entry, Option<String>> {
     let mut file = File::open(path).map_err(|_| None)?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let (meta, body_at) = EntryMeta::read_from(&mut file, len).map_err(|e| Some(e.to_string()))?;
-    touch(&file);
+    crate::cache::gc::touch(&file);
     let body = if meta.length <= SMALL {
         let body = read_exact_at(&file, meta.length as usize, body_at).map_err(|_| None)?;
         Body::Memory(Some(body))
@@ -151,18 +146,5 @@ async fn drop_torn(shared: &Shared, path: std::path::PathBuf, why: &str) {
     let (done, removed) = smol::channel::bounded(1);
     if shared.send(Job::RemoveTorn { path, done }) {
         let _ = removed.recv().await;
-    }
-}
-
-/// Refreshes the last-read time GC goes by, at most hourly per entry.
-pub fn touch(file: &File) {
-    let now = SystemTime::now();
-    let stale = file
-        .metadata()
-        .and_then(|m| m.modified())
-        .map(|t| now.duration_since(t).unwrap_or_default() > TOUCH_AFTER)
-        .unwrap_or(false);
-    if stale {
-        let _ = file.set_modified(now);
     }
 }

@@ -3,10 +3,7 @@
 
 use std::sync::Arc;
 
-use super::writer::Job;
-use super::Shared;
-use crate::auth::identity::Credential;
-use crate::cache::key::CacheKey;
+use super::shared::{Job, Shared, TeeSpec};
 use crate::cache::stats::StoreStats;
 
 /// Bodies up to this size travel to the writer in one job, after the
@@ -15,36 +12,6 @@ const HOLD_LIMIT: usize = 16 * 1024;
 /// Larger bodies travel in pieces of about this size (fewer jobs, fewer
 /// wake-ups of the writer).
 const PIECE: usize = 32 * 1024;
-
-/// What kind of answer is being cached: the writer decides from it (and
-/// the body) where the answer goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AnswerKind {
-    /// One object, discovery, a TokenRequest answer: stored under its key.
-    Object,
-    /// A LIST answer: the whole list, or a page of it (the request's
-    /// `continue`, decoded, tells which page; the body's tells whether
-    /// more follow).
-    List {
-        /// The request's `continue` token, if any.
-        continued: Option<String>,
-    },
-}
-
-/// Where and how an answer is cached.
-#[derive(Debug, Clone)]
-pub struct TeeSpec {
-    /// The entry.
-    pub key: CacheKey,
-    /// HTTP status of the answer.
-    pub status: u16,
-    /// Its Content-Type.
-    pub content_type: String,
-    /// Who read it (added to the entry's readers).
-    pub credential: Option<Credential>,
-    /// Object or list.
-    pub kind: AnswerKind,
-}
 
 /// One answer being cached. Dropping it before [`Tee::commit`] discards
 /// what was written (an aborted or broken stream is never published).

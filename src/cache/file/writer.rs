@@ -19,15 +19,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use smol::channel::Sender;
-
-use super::lists::Batch;
-use super::tee::{AnswerKind, TeeSpec};
-use super::{Shared, TMP_PREFIX};
+use super::shared::{AnswerKind, Job, Shared, TeeSpec};
 use crate::cache::entry::{padded, EntryMeta, LENGTH_WIDTH, RV_WIDTH};
 use crate::cache::fs::{Failure, Fs, WriteFile};
-use crate::cache::gc::GcStats;
 use crate::cache::key::CacheKey;
+use crate::cache::names::TMP_PREFIX;
 use crate::cache::paging::{self, Page, Pages};
 use crate::cache::stats::StoreStats;
 use crate::k8s::watch::OwnedEvent;
@@ -38,43 +34,6 @@ pub const DEFER_LIMIT: usize = 64 * 1024;
 /// How much of a body's start is kept to find its resourceVersion and
 /// `metadata.continue`.
 const PREFIX: usize = 64 * 1024;
-
-/// Work for the writer thread.
-pub(crate) enum Job {
-    /// A new answer starts.
-    Begin { id: u64, spec: Box<TeeSpec> },
-    /// A piece of its body.
-    Data { id: u64, bytes: Vec<u8> },
-    /// It is complete.
-    Commit { id: u64 },
-    /// A small answer: Begin, Data and Commit in one.
-    Whole {
-        id: u64,
-        spec: Box<TeeSpec>,
-        body: Vec<u8>,
-    },
-    /// It broke: discard it.
-    Abort { id: u64 },
-    /// Watch events for a cached list.
-    Events {
-        key: CacheKey,
-        events: Vec<OwnedEvent>,
-        bytes: usize,
-    },
-    /// The list could not keep up: take no events until its next LIST.
-    Freeze { key: CacheKey },
-    /// Apply the list's pending events now (before it is read offline).
-    ApplyNow { key: CacheKey, done: Sender<()> },
-    /// Apply everything pending, then answer.
-    Flush { done: Sender<()> },
-    /// Remove entries not read for `ttl`.
-    Gc {
-        ttl: Duration,
-        done: Sender<GcStats>,
-    },
-    /// A reader found a bad entry.
-    RemoveTorn { path: PathBuf, done: Sender<()> },
-}
 
 /// An answer being written.
 struct Open {
@@ -104,6 +63,15 @@ pub(crate) struct Pending {
     length_at: u64,
     header_len: u64,
     pub(crate) written: u64,
+}
+
+/// Events waiting to be applied to one list.
+pub(crate) struct Batch {
+    pub(crate) events: Vec<OwnedEvent>,
+    /// Bytes of the queue budget these events hold.
+    pub(crate) bytes: usize,
+    pub(crate) due: Instant,
+    pub(crate) backoff: Duration,
 }
 
 /// The writer thread's state.
@@ -374,7 +342,7 @@ impl<F: Fs> Writer<F> {
     /// published file stays; only its last-read time moves.
     fn keep_unchanged(&self, dest: &Path) {
         if let Ok(file) = self.fs.open(dest) {
-            super::read::touch(&file);
+            crate::cache::gc::touch(&file);
         }
         StoreStats::add(&self.shared.stats.unchanged, 1);
     }

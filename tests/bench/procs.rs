@@ -99,6 +99,12 @@ pub fn check_none_left() -> bool {
     }
     if left.is_empty() {
         println!("cleanup: no process started by the bench is left");
+        return true;
     }
-    left.is_empty()
+    // SIGKILL takes effect asynchronously: wait (bounded) until it has.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !survivors().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
 }

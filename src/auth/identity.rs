@@ -153,7 +153,8 @@ pub struct Caller {
     pub token: Option<String>,
     /// Whether `--cache-agents` covers this agent.
     pub cached: bool,
-    /// The caller's TCP socket (see [`crate::proxy::Peer`]).
+    /// The TCP socket under the caller's TLS stream (to notice a client
+    /// leaving a relayed watch).
     pub socket: Option<smol::net::TcpStream>,
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Offline, a service-account token is trusted only if its signature
 //! verifies (RS256 or ES256, via ring) against the cluster's keys fetched
-//! online from `/openid/v1/jwks` (see [`crate::auth::jwks`]) and it has not
+//! online from `/openid/v1/jwks` (see the `jwks` module) and it has not
 //! expired. Its credential is then its `sub`, so a rotated token of the same
 //! service account still reads what an earlier one cached. Online the
 //! upstream has just authenticated the caller, so [`unverified_subject`] is

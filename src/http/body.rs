@@ -18,7 +18,7 @@ use super::HttpError;
 
 /// Largest trailer section accepted (field lines and the final CRLF).
 pub const MAX_TRAILER: usize = 16 * 1024;
-/// Largest chunk-size line (size, extensions, CRLF) accepted.
+/// Largest chunk-size line (size and extensions, without the CRLF) accepted.
 pub const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 /// What the buffered bytes are.
@@ -228,7 +228,10 @@ pub fn chunk_line(buf: &[u8]) -> Result<Option<(usize, u64)>, HttpError> {
     let mut state = Line::Size;
     let mut size: u64 = 0;
     let mut digits = 0usize;
-    for (i, &b) in buf.iter().enumerate().take(MAX_CHUNK_LINE) {
+    for (i, &b) in buf.iter().enumerate().take(MAX_CHUNK_LINE + 2) {
+        if i >= MAX_CHUNK_LINE && state != Line::Cr && b != b'\r' {
+            return bad("chunk-size line too long");
+        }
         let ws = b == b' ' || b == b'\t';
         state = match (state, b) {
             (Line::Size, _) if b.is_ascii_hexdigit() => {
@@ -270,9 +273,6 @@ pub fn chunk_line(buf: &[u8]) -> Result<Option<(usize, u64)>, HttpError> {
             (_, b'\n') => return bad("chunk-size line ends in a bare LF"),
             _ => return bad("malformed chunk-size line"),
         };
-    }
-    if buf.len() >= MAX_CHUNK_LINE {
-        return bad("chunk-size line too long");
     }
     Ok(None)
 }

@@ -93,13 +93,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Reads one head. `Ok(None)` if the peer closed cleanly before sending
     /// any byte of it (the end of a keep-alive connection).
+    ///
+    /// The head is parsed again only when new bytes bring a line end (or
+    /// reach the size limit): a client dribbling a 64 KiB head one byte at a
+    /// time costs one parse per line, not one per byte.
     pub async fn read_head<T>(
         &mut self,
         parse: impl Fn(&[u8]) -> Result<Parsed<T>, HttpError>,
     ) -> Result<Option<T>, HttpError> {
+        let mut fresh = 0;
         loop {
-            if !self.buffered().is_empty() {
-                if let Parsed::Complete(head, used) = parse(self.buffered())? {
+            let buffered = self.buffered();
+            let worth = fresh == 0
+                || buffered[buffered.len() - fresh..].contains(&b'\n')
+                || buffered.len() >= MAX_HEAD;
+            if !buffered.is_empty() && worth {
+                if let Parsed::Complete(head, used) = parse(buffered)? {
                     self.consume(used);
                     self.shrink();
                     return Ok(Some(head));
@@ -108,7 +117,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     return Err(HttpError::HeadTooLarge);
                 }
             }
-            if self.fill().await? == 0 {
+            fresh = self.fill().await?;
+            if fresh == 0 {
                 return if self.buffered().is_empty() {
                     Ok(None)
                 } else {

@@ -8,6 +8,8 @@
 
 pub mod body;
 pub mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod head;
 pub mod upgrade;
 

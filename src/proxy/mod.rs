@@ -10,7 +10,7 @@
 //! - [`offline`], [`tokens`]: what is answered when the cloud is gone.
 //!
 //! Everything here works on a [`Context`]: exactly what the request path
-//! needs, built by the wiring in [`crate::server`].
+//! needs, built by the wiring (`server.rs`).
 
 pub mod conn;
 pub mod offline;

@@ -115,7 +115,60 @@ impl Conn {
             conn: self,
             dec,
             lines: Vec::new(),
+            clean_end: false,
         })
+    }
+
+    /// GETs `path` and reads the body like a slow client: after each
+    /// `chunk` bytes it pauses `pause`. Reports the status and the body
+    /// bytes into `progress` as it goes; returns at the end of the body, at
+    /// EOF, or once `progress.stop` is set.
+    pub fn slow_get(
+        &mut self,
+        path: &str,
+        agent: &str,
+        chunk: usize,
+        pause: Duration,
+        progress: &Progress,
+    ) -> io::Result<()> {
+        self.tls
+            .sock
+            .set_read_timeout(Some(Duration::from_secs(10)))?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {agent}\r\nAccept: application/json\r\n\r\n");
+        self.tls.write_all(req.as_bytes())?;
+        self.tls.flush()?;
+        let head = self.read_head()?;
+        progress.status.store(head.status.into(), Ordering::SeqCst);
+        let mut dec = BodyDecoder::new(head.framing("GET").map_err(io::Error::other)?);
+        let mut since_pause = 0;
+        loop {
+            match dec.decode(&self.buf).map_err(io::Error::other)? {
+                Decoded::Data { start, end } => {
+                    progress
+                        .bytes
+                        .fetch_add((end - start) as u64, Ordering::SeqCst);
+                    self.buf.drain(..end);
+                }
+                Decoded::Skip(n) => {
+                    self.buf.drain(..n);
+                }
+                Decoded::Done(_) => return Ok(()),
+                Decoded::NeedMore => {
+                    if progress.stop.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                    if since_pause >= chunk {
+                        std::thread::sleep(pause);
+                        since_pause = 0;
+                    }
+                    let n = self.fill()?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    since_pause += n;
+                }
+            }
+        }
     }
 
     fn fill(&mut self) -> io::Result<usize> {
@@ -142,11 +195,23 @@ impl Conn {
     }
 }
 
+/// What a [`Conn::slow_get`] has read so far; `stop` ends it.
+#[derive(Default)]
+pub struct Progress {
+    pub status: AtomicU64,
+    pub bytes: AtomicU64,
+    pub stop: AtomicBool,
+    pub done: AtomicBool,
+}
+
 /// An open watch.
 pub struct Watch {
     conn: Conn,
     dec: BodyDecoder,
     lines: Vec<u8>,
+    /// Set when the stream ended with its terminator (the zero-size chunk),
+    /// not by EOF.
+    pub clean_end: bool,
 }
 
 impl Watch {
@@ -165,7 +230,10 @@ impl Watch {
                 Decoded::Skip(n) => {
                     self.conn.buf.drain(..n);
                 }
-                Decoded::Done(_) => return Ok(None),
+                Decoded::Done(_) => {
+                    self.clean_end = true;
+                    return Ok(None);
+                }
                 Decoded::NeedMore => {
                     if self.conn.fill()? == 0 {
                         return Ok(None);

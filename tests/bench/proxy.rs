@@ -5,25 +5,56 @@
 //! Systems are measured in alternating rounds (direct, lite, nginx, direct,
 //! ...) so machine noise hits all three alike; the report gives medians and
 //! ratios. It is a benchmark, never a pass/fail test: budgets are printed
-//! next to the numbers, not asserted. Everything it starts is stopped on
-//! exit, even on failure (children are killed on drop).
+//! next to the numbers, not asserted.
+//!
+//! Sections: latency and throughput; instructions per GET under callgrind
+//! ([`callgrind`]); a 100 MB LIST; 100 watches under load; offline answers,
+//! a 100 MB entry streamed to a slow reader and an offline `kubectl
+//! create` ([`offline`]); silent cuts of the upstream link ([`silent`]);
+//! offline cold start; the list patcher ([`patch`]).
+//!
+//! Everything it starts is stopped on exit, even on failure (children are
+//! killed on drop, nginx's whole process group is stopped), and the last
+//! thing it does is check that no process it started is still alive
+//! ([`procs`]): an `error:` line names any that is.
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod callgrind;
 mod load;
+mod nginx;
+mod offline;
+mod patch;
+mod procs;
+mod report;
+mod silent;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use support::daemon::Daemon;
 use support::double::{Double, Opts};
 use support::pki::Pki;
+
+use report::row;
+
+/// GETs in the measured callgrind run (fixed, quick or not, so the
+/// figure is the same in both).
+const CALLGRIND_GETS: usize = 2_000;
+
+/// (health interval, upstream timeout, rounds) of the silent-cut rows: the
+/// defaults, and the fast flips the silence tests use.
+fn silent_sets(s: &Settings) -> [(u64, u64, usize); 2] {
+    if s.quick {
+        [(5, 3, 1), (1, 1, 1)]
+    } else {
+        [(5, 3, 3), (1, 1, 3)]
+    }
+}
 
 struct Settings {
     quick: bool,
@@ -31,123 +62,6 @@ struct Settings {
     requests: usize,
     tput_secs: f64,
     watch_secs: u64,
-}
-
-/// One report row.
-struct Row {
-    metric: String,
-    unit: &'static str,
-    direct: Option<f64>,
-    lite: Option<f64>,
-    nginx: Option<f64>,
-    budget: Option<f64>,
-}
-
-fn row(
-    metric: &str,
-    unit: &'static str,
-    direct: Option<f64>,
-    lite: Option<f64>,
-    nginx: Option<f64>,
-    budget: Option<f64>,
-) -> Row {
-    Row {
-        metric: metric.to_owned(),
-        unit,
-        direct,
-        lite,
-        nginx,
-        budget,
-    }
-}
-
-/// nginx as a TLS reverse proxy to the same upstream.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn find_nginx() -> Option<PathBuf> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-}
-
-fn start_nginx(dir: &Path, pki: &Pki, upstream: SocketAddr) -> Option<Nginx> {
-    let bin = find_nginx()?;
-    let port = support::daemon::free_port();
-    let conf = dir.join("nginx.conf");
-    let text = format!(
-        r#"daemon off;
-worker_processes 2;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/nginx-body;
-  proxy_temp_path {dir}/nginx-proxy;
-  upstream up {{ server {upstream}; keepalive 128; }}
-  server {{
-    listen 127.0.0.1:{port} ssl;
-    ssl_certificate {cert};
-    ssl_certificate_key {key};
-    ssl_protocols TLSv1.3;
-    ssl_client_certificate {ca};
-    ssl_verify_client optional;
-    location / {{
-      proxy_pass https://up;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_ssl_protocols TLSv1.3;
-      proxy_ssl_trusted_certificate {ca};
-      proxy_ssl_verify on;
-      proxy_ssl_name localhost;
-      proxy_ssl_server_name on;
-      proxy_ssl_certificate {node_cert};
-      proxy_ssl_certificate_key {node_key};
-      proxy_ssl_session_reuse on;
-      proxy_buffering off;
-      proxy_request_buffering off;
-      proxy_read_timeout 3600s;
-    }}
-  }}
-}}
-"#,
-        dir = dir.display(),
-        cert = pki.proxy.cert.display(),
-        key = pki.proxy.key.display(),
-        ca = pki.ca.pem.display(),
-        node_cert = pki.node.cert.display(),
-        node_key = pki.node.key.display(),
-    );
-    std::fs::write(&conf, text).ok()?;
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-p")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(Nginx { child, addr })
 }
 
 /// (VmRSS, VmHWM) in KiB of a process.
@@ -209,6 +123,17 @@ fn main() {
     let _ = env_logger::Builder::new()
         .filter_level(log::LevelFilter::Error)
         .try_init();
+    // Whatever happens, every process the bench started must be gone when
+    // it ends: the drops stop them (on a panic too), and this checks.
+    let outcome = std::panic::catch_unwind(|| run(&s));
+    let clean = procs::check_none_left();
+    if outcome.is_err() || !clean {
+        std::process::exit(1);
+    }
+}
+
+/// The whole benchmark.
+fn run(s: &Settings) {
     let dir = std::env::temp_dir().join(format!("lite-apiserver-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -224,7 +149,14 @@ fn main() {
     );
     let object = "/api/v1/namespaces/edge/configmaps/bench-2k";
     let mut lite = Daemon::start(&dir.join("cache"), &lite_args(&double, &pki));
-    let nginx = start_nginx(&dir, &pki, double.addr());
+    let nginx = nginx::start(
+        &dir.join("nginx"),
+        &pki,
+        double.addr(),
+        nginx::Mode::Workers(2),
+        &[],
+        Duration::from_secs(10),
+    );
     if nginx.is_none() {
         eprintln!("nginx not found or did not start: its column stays empty (tests/bench/run.sh installs it)");
     }
@@ -298,6 +230,26 @@ fn main() {
         ));
     }
 
+    // 2b. Instructions per GET under callgrind (fixed inputs, repeatable).
+    let (lite_instr, nginx_instr) = callgrind::instructions_per_get(
+        &callgrind::Setup {
+            dir: &dir,
+            pki: &pki,
+            double: &double,
+            config: &config,
+            object,
+        },
+        CALLGRIND_GETS,
+    );
+    rows.push(row(
+        &format!("instructions per proxied 2 KB GET (callgrind, {CALLGRIND_GETS} GETs minus 0)"),
+        "instr",
+        None,
+        lite_instr,
+        nginx_instr,
+        nginx_instr,
+    ));
+
     // 3. A 100 MB LIST through a fresh lite-apiserver into its cache.
     eprintln!("large list: seeding 100 MB");
     double.seed_pods("big", "edge-1", 20_000, 4_700);
@@ -314,6 +266,13 @@ fn main() {
     let (lite_ms, _) = time_list(fresh.addr);
     let nginx_ms = nginx.as_ref().map(|n| time_list(n.addr).0);
     let (_, big_hwm) = rss_kib(fresh.pid().unwrap());
+    // `fresh` is kept: offline, it streams the 100 MB entry to a slow
+    // reader while it answers the small object (section 5).
+    let _ =
+        load::Conn::connect(fresh.addr, &config).and_then(|mut c| c.get(object, "kubelet/bench"));
+    let big_cached = offline::ensure_cached(&fresh, bytes as f64 * 0.9, || {
+        time_list(fresh.addr);
+    });
     eprintln!("large list: {} MB", bytes / 1_000_000);
     rows.push(row(
         &format!("LIST {} MB: time to last byte", bytes / 1_000_000),
@@ -331,7 +290,6 @@ fn main() {
         None,
         Some(16_384.0),
     ));
-    drop(fresh);
 
     // 4. 100 watches + 500 GET/s.
     eprintln!("watches: 100 open + 500 GET/s for {} s", s.watch_secs);
@@ -452,6 +410,8 @@ fn main() {
     eprintln!("offline");
     let mut warm = load::Conn::connect(lite.addr, &config).unwrap();
     warm.get(object, "kubelet/bench").unwrap();
+    let kubectl =
+        offline::kubectl(&lite.url(), &pki, &dir).filter(|k| offline::warm_kubectl(k, &dir));
     std::thread::sleep(Duration::from_millis(300));
     let killed = Instant::now();
     double.stop();
@@ -490,6 +450,39 @@ fn main() {
         None,
         None,
     ));
+    let fresh_offline = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        load::Conn::connect(fresh.addr, &config)
+            .and_then(|mut c| c.get(object, "kubelet/bench"))
+            .is_ok_and(|(status, _)| status == 200)
+    });
+    if !big_cached {
+        rows.extend(offline::stream_rows(
+            Vec::new(),
+            " (the 100 MB list was never cached)",
+        ));
+    } else if fresh_offline {
+        rows.extend(offline::slow_reader_rows(
+            fresh.addr,
+            &config,
+            object,
+            big,
+            bytes,
+            Duration::from_secs_f64(if s.quick { 1.5 } else { 4.0 }),
+        ));
+    } else {
+        rows.extend(offline::stream_rows(
+            Vec::new(),
+            " (no cached answer offline)",
+        ));
+    }
+    drop(fresh);
+    rows.push(offline::kubectl_row(kubectl.as_ref(), &dir, 5));
+
+    // 5b. Silent cuts, each (interval, timeout) on a rig of its own.
+    for (interval, timeout, rounds) in silent_sets(s) {
+        rows.extend(silent::rows(&dir, &pki, interval, timeout, rounds));
+    }
 
     // 6. Cold start while offline (the reboot case), and idle RSS.
     eprintln!("cold start");
@@ -540,7 +533,7 @@ fn main() {
 
     // 7. The cost of applying one watch event to a cached 2,000-item list
     // (the patcher streams the list; its working buffer is the memory).
-    let (patch_us, patch_peak) = patch_cost(if s.quick { 50 } else { 200 });
+    let (patch_us, patch_peak) = patch::patch_cost(if s.quick { 50 } else { 200 });
     rows.push(row(
         "apply 1 event to a 2,000-item cached list",
         "us",
@@ -558,108 +551,9 @@ fn main() {
         None,
     ));
 
-    report(&rows, &s);
+    report::report(&rows, s.quick);
+    report::summary(&rows);
     drop(lite);
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Median time and peak buffer of patching one MODIFIED event into a
-/// 2,000-item list (in memory source, discarded output: the patcher alone).
-fn patch_cost(rounds: usize) -> (f64, f64) {
-    use lite_apiserver::cache::patch::apply_events;
-    use lite_apiserver::k8s::watch::{EventType, OwnedEvent};
-    let pod = |i: usize, rv: usize| {
-        serde_json::to_string(&support::world::pod(
-            "edge",
-            &format!("p{i:04}"),
-            "edge-1",
-            700,
-        ))
-        .unwrap()
-        .replacen(
-            "\"metadata\":{",
-            &format!("\"metadata\":{{\"resourceVersion\":\"{rv}\","),
-            1,
-        )
-    };
-    let items: Vec<String> = (0..2000).map(|i| pod(i, i)).collect();
-    let list = format!(
-        r#"{{"kind":"PodList","apiVersion":"v1","metadata":{{"resourceVersion":"2000"}},"items":[{}]}}"#,
-        items.join(",")
-    );
-    let mut times = Vec::new();
-    let mut peak = 0usize;
-    for r in 0..rounds {
-        let target = (r * 7919) % 2000;
-        let event = OwnedEvent {
-            kind: EventType::Modified,
-            namespace: Some("edge".into()),
-            name: format!("p{target:04}"),
-            resource_version: Some((3000 + r).to_string()),
-            object: pod(target, 3000 + r).into_bytes(),
-        };
-        let t = Instant::now();
-        let outcome = apply_events(
-            &mut list.as_bytes(),
-            &mut std::io::sink(),
-            &[event],
-            &mut |_, _| {},
-        )
-        .unwrap();
-        times.push(t.elapsed().as_secs_f64() * 1e6);
-        peak = peak.max(outcome.peak_buffer);
-    }
-    (load::median(&mut times), peak as f64 / 1024.0)
-}
-
-fn fmt(v: Option<f64>) -> String {
-    match v {
-        Some(v) if v.is_finite() && v.abs() >= 100.0 => format!("{v:.0}"),
-        Some(v) if v.is_finite() => format!("{v:.2}"),
-        _ => "-".to_owned(),
-    }
-}
-
-fn report(rows: &[Row], s: &Settings) {
-    println!("\n| metric | unit | direct | lite-apiserver | nginx | lite/direct | lite/nginx | budget (lite) |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
-    for r in rows {
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b != 0.0 && a.is_finite() && b.is_finite() => {
-                format!("{:.2}", a / b)
-            }
-            _ => "-".to_owned(),
-        };
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.metric,
-            r.unit,
-            fmt(r.direct),
-            fmt(r.lite),
-            fmt(r.nginx),
-            ratio(r.lite, r.direct),
-            ratio(r.lite, r.nginx),
-            fmt(r.budget)
-        );
-    }
-    println!(
-        "\n({} run; medians over alternating rounds)",
-        if s.quick { "quick" } else { "full" }
-    );
-    let num = |v: Option<f64>| {
-        v.filter(|v| v.is_finite())
-            .map_or(Value::Null, |v| json!(v))
-    };
-    let json_rows: Vec<Value> = rows
-        .iter()
-        .map(|r| json!({"metric": r.metric, "unit": r.unit, "direct": num(r.direct), "lite": num(r.lite), "nginx": num(r.nginx), "budget": num(r.budget)}))
-        .collect();
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-    let _ = std::fs::create_dir_all(&out);
-    let _ = std::fs::write(
-        out.join("report.json"),
-        serde_json::to_vec_pretty(&json_rows).unwrap(),
-    );
-    println!("report: {}", out.join("report.json").display());
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the benchmark: installs nginx (Debian package) if missing, then
+# Runs the benchmark: installs nginx and valgrind (Debian packages) if
+# missing, then
 #   cargo bench --bench proxy [-- --quick]
 # Prints a Markdown table and writes target/bench/report.json.
 set -euo pipefail
@@ -12,6 +13,16 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
       || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
   else
     echo "nginx is missing and cannot be installed here; its column will be empty" >&2
+  fi
+fi
+if ! command -v valgrind >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing valgrind"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind >/dev/null \
+      || echo "valgrind could not be installed: the instructions-per-GET row will be empty" >&2
+  else
+    echo "valgrind is missing: the instructions-per-GET row will be empty" >&2
   fi
 fi
 # The packaged nginx service is not needed; the bench runs its own.

@@ -53,7 +53,9 @@ pub fn skip_ws(b: &[u8], mut i: usize) -> usize {
 fn string_end(b: &[u8], i: usize) -> Result<usize, JsonError> {
     let mut j = i + 1;
     while j < b.len() {
-        match b[j] {
+        j = skip_plain(b, j);
+        let Some(&c) = b.get(j) else { break };
+        match c {
             b'"' => return Ok(j + 1),
             b'\\' => j += 2,
             c if c < 0x20 => return Err(unexpected(j, "no control characters in strings")),
@@ -61,6 +63,28 @@ fn string_end(b: &[u8], i: usize) -> Result<usize, JsonError> {
         }
     }
     Err(JsonError::Truncated)
+}
+
+/// The first offset at or after `j` that may end or escape a string (`"`,
+/// `\\`, or a control character), eight bytes at a time: most of a body
+/// is long plain strings, and this is the scanner's inner loop.
+fn skip_plain(b: &[u8], mut j: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    while let Some(chunk) = b.get(j..j + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let special = has_zero(x ^ (ONES * u64::from(b'"')))
+            | has_zero(x ^ (ONES * u64::from(b'\\')))
+            | (x.wrapping_sub(ONES * 0x20) & !x & HIGH);
+        if special != 0 {
+            return j + (special.trailing_zeros() / 8) as usize;
+        }
+        j += 8;
+    }
+    j
 }
 
 /// The range of the value starting at or after `i` (leading whitespace
@@ -405,5 +429,35 @@ mod tests {
         let mut out = String::new();
         escape_into("a\u{1}\tb", &mut out);
         assert_eq!(out, "a\\u0001\\tb");
+    }
+
+    #[test]
+    fn the_word_scanner_finds_what_the_byte_scanner_finds() {
+        let naive = |b: &[u8], i: usize| -> Result<usize, ()> {
+            let mut j = i + 1;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => return Ok(j + 1),
+                    b'\\' => j += 2,
+                    c if c < 0x20 => return Err(()),
+                    _ => j += 1,
+                }
+            }
+            Err(())
+        };
+        let alphabet = [b'a', b'"', b'\\', 0x01, 0x1f, 0x20, 0x7f, 0x80, 0xc3, 0xff, b'z'];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..40 {
+            for _ in 0..200 {
+                let mut text = vec![b'"'];
+                for _ in 0..len {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    text.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+                }
+                assert_eq!(string_end(&text, 0).map_err(|_| ()), naive(&text, 0), "{text:?}");
+            }
+        }
     }
 }

@@ -18,7 +18,7 @@ const STALE_TMP: Duration = Duration::from_secs(3600);
 
 /// A read refreshes the last-read time only if it is older than this
 /// (saves flash writes on hot entries).
-const TOUCH_AFTER: Duration = Duration::from_secs(3600);
+pub const TOUCH_AFTER: Duration = Duration::from_secs(3600);
 
 /// Refreshes the last-read time GC goes by, at most hourly per entry.
 pub fn touch(file: &fs::File) {

@@ -53,7 +53,7 @@ pub enum Framing {
 
 /// Headers a proxy must not forward (RFC 9110 7.6.1), compared lower-case.
 /// `Content-Length` is not hop-by-hop, but a forwarded request always gets
-/// its framing from [`Headers::set_framing`].
+/// its framing written by the proxy itself.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -121,26 +121,31 @@ impl Headers {
 
     /// Drops hop-by-hop headers, including any named in `Connection`.
     pub fn remove_hop_by_hop(&mut self) {
-        let named: Vec<String> = self
-            .get_all("connection")
-            .flat_map(|v| v.split(|&b| b == b','))
-            .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok())
-            .map(|t| t.to_ascii_lowercase())
-            .collect();
-        self.0.retain(|h| {
-            let lower = h.name.to_ascii_lowercase();
-            !HOP_BY_HOP.contains(&lower.as_str()) && !named.contains(&lower)
+        let hop: Vec<bool> = self.0.iter().map(|h| self.is_hop_by_hop(&h.name)).collect();
+        let mut i = 0;
+        self.0.retain(|_| {
+            i += 1;
+            !hop[i - 1]
         });
     }
 
-    /// Replaces the framing fields with the one that matches `framing`.
-    pub fn set_framing(&mut self, framing: Framing) {
-        self.remove("content-length");
-        self.remove("transfer-encoding");
-        match framing {
-            Framing::Length(n) => self.set("Content-Length", n.to_string()),
-            Framing::Chunked => self.set("Transfer-Encoding", "chunked"),
-            Framing::Empty | Framing::Close => {}
+    /// Whether a field called `name` is hop-by-hop here: one of RFC 9110's,
+    /// or named in `Connection` (compared without allocating).
+    pub fn is_hop_by_hop(&self, name: &str) -> bool {
+        HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+            || self.get_all("connection").any(|v| {
+                v.split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+            })
+    }
+
+    /// Writes every field for which `keep` says yes.
+    pub fn encode_where(&self, out: &mut Vec<u8>, keep: impl Fn(&Header) -> bool) {
+        for h in self.0.iter().filter(|h| keep(h)) {
+            out.extend_from_slice(h.name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(&h.value);
+            out.extend_from_slice(b"\r\n");
         }
     }
 
@@ -260,15 +265,23 @@ pub fn is_tchar(b: u8) -> bool {
 
 /// Parses a head with httparse, looking at no more than [`MAX_HEAD`] bytes:
 /// a head that does not end within them is [`HttpError::HeadTooLarge`].
-/// `Ok(None)`: not complete yet. A bare LF is refused here although
-/// httparse accepts it (a reader downstream could see other lines): the
-/// bytes are parsed only up to the first bare LF, so whatever comes first
-/// by position decides, as a strict reader going byte by byte would.
+/// `Ok(None)`: not complete yet. A bare LF is refused although httparse
+/// accepts it (a reader downstream could see other lines), and whatever
+/// breaks a rule first, by position, decides, as a strict reader going
+/// byte by byte would.
 fn parse_within<'b>(
     buf: &'b [u8],
-    parse: impl FnOnce(&'b [u8]) -> Result<httparse::Status<usize>, httparse::Error>,
+    mut parse: impl FnMut(&'b [u8]) -> Result<httparse::Status<usize>, httparse::Error>,
 ) -> Result<Option<usize>, HttpError> {
     let window = &buf[..buf.len().min(MAX_HEAD)];
+    if let Ok(httparse::Status::Complete(n)) = parse(window) {
+        // The usual case. httparse takes a bare LF as a line end, so
+        // with the head complete nothing else can come before one.
+        return match bare_lf(&window[..n]) {
+            Some(_) => Err(HttpError::BadHead("a line ends in a bare LF")),
+            None => Ok(Some(n)),
+        };
+    }
     let lf = bare_lf(window);
     match parse(&window[..lf.unwrap_or(window.len())]) {
         Ok(httparse::Status::Complete(n)) => Ok(Some(n)),

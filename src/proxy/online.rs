@@ -25,7 +25,7 @@ use crate::http::{
 use crate::k8s::reply;
 use crate::k8s::request::{Classified, Verb};
 use crate::k8s::status::Status;
-use crate::upstream::{upstream_head, Lease, UpConn};
+use crate::upstream::{encode_upstream_head, Lease, UpConn};
 
 /// Online if we can, offline if we must.
 pub async fn route<S>(
@@ -176,7 +176,8 @@ async fn attempt<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let up_head = upstream_head(head, ctx.upstream.server(lease.server));
+    let mut up_head = Vec::with_capacity(1024);
+    encode_upstream_head(head, ctx.upstream.server(lease.server), &mut up_head);
     let (server, epoch) = (lease.server, lease.epoch);
     let result = send_request(client, &mut lease.conn, &up_head, framing)
         .or(async {
@@ -266,15 +267,13 @@ fn may_repeat(head: &RequestHead, framing: Framing) -> bool {
 async fn send_request<S>(
     client: &mut Conn<S>,
     up: &mut UpConn,
-    head: &RequestHead,
+    head: &[u8],
     framing: Framing,
 ) -> Result<ResponseHead, SendError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut out = Vec::with_capacity(1024);
-    head.encode(&mut out);
-    up.write_all(&out).await.map_err(SendError::Upstream)?;
+    up.write_all(head).await.map_err(SendError::Upstream)?;
     if framing != Framing::Empty {
         let mut dec = BodyDecoder::new(framing);
         let mut sink = Forward::new(up, framing == Framing::Chunked);

@@ -64,11 +64,10 @@ where
     let upstream_keep_alive = response.keep_alive() && up_framing != Framing::Close;
     let key = cache_key(caller, head, class, &response);
     let (chunked, keep_alive) = client_framing(head, &mut response, up_framing);
-    let mut out = Vec::with_capacity(1024);
-    response.encode(&mut out);
-    client.write_all(&out).await?;
-
     let mut sink = Forward::new(client, chunked);
+    // The head goes out with the first piece of the body: one TLS record
+    // (and one write) for a small answer instead of two.
+    response.encode(&mut sink.pending);
     if let Some(key) = key {
         attach_cache(ctx, &mut sink, class, caller, key, &response);
     }
@@ -320,7 +319,8 @@ where
 pub struct Forward<'a, S> {
     conn: &'a mut Conn<S>,
     chunked: bool,
-    scratch: Vec<u8>,
+    /// Bytes to send before (with) the next piece: the answer's head.
+    pending: Vec<u8>,
     /// Tee of a cacheable answer into its entry.
     pub tee: Option<Tee>,
     /// Tee of a watch stream into the cached list.
@@ -333,7 +333,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Forward<'a, S> {
         Forward {
             conn,
             chunked,
-            scratch: Vec::new(),
+            pending: Vec::new(),
             tee: None,
             watch: None,
         }
@@ -342,22 +342,33 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Forward<'a, S> {
     /// Writes the last chunk (if chunked) and flushes.
     pub async fn finish(&mut self) -> io::Result<()> {
         if self.chunked {
-            self.conn.write_all(LAST_CHUNK).await?;
+            self.pending.extend_from_slice(LAST_CHUNK);
         }
+        self.write_pending().await?;
         self.conn.flush().await
+    }
+
+    async fn write_pending(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            self.conn.write_all(&self.pending).await?;
+            self.pending.clear();
+        }
+        Ok(())
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Sink for Forward<'_, S> {
     async fn data(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.chunked {
-            self.scratch.clear();
-            chunk_header(bytes.len(), &mut self.scratch);
-            self.scratch.extend_from_slice(bytes);
-            self.scratch.extend_from_slice(b"\r\n");
-            self.conn.write_all(&self.scratch).await?;
-        } else {
+            chunk_header(bytes.len(), &mut self.pending);
+            self.pending.extend_from_slice(bytes);
+            self.pending.extend_from_slice(b"\r\n");
+            self.write_pending().await?;
+        } else if self.pending.is_empty() {
             self.conn.write_all(bytes).await?;
+        } else {
+            self.pending.extend_from_slice(bytes);
+            self.write_pending().await?;
         }
         if let Some(tee) = &mut self.tee {
             tee.write(bytes);
@@ -369,6 +380,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink for Forward<'_, S> {
     }
 
     async fn idle(&mut self) -> io::Result<()> {
+        self.write_pending().await?;
         self.conn.flush().await
     }
 }

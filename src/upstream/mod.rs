@@ -175,33 +175,47 @@ impl Upstream {
         client_cn: Option<&str>,
         fresh: bool,
     ) -> Result<Lease, Unreachable> {
-        let mut last_error = String::new();
-        for server in self.failover_order() {
-            match self.checkout(server, client_cn, fresh).await {
+        let first = self.health.current();
+        let mut last_error = match self.try_server(first, client_cn, fresh).await {
+            Ok(lease) => return Ok(lease),
+            Err(e) => e,
+        };
+        for server in self.failover_order(first) {
+            match self.try_server(server, client_cn, fresh).await {
                 Ok(lease) => {
                     self.health.use_server(server);
                     return Ok(lease);
                 }
-                Err(e) => {
-                    Counters::bump(&self.counters.dial_failures);
-                    last_error = format!("{}: {e}", self.server(server).authority);
-                    log::warn!("upstream {last_error}");
-                    self.declare_down(server, &last_error);
-                }
+                Err(e) => last_error = e,
             }
         }
         self.health.all_down(&last_error);
         Err(Unreachable(last_error))
     }
 
-    /// Server indices in the order requests try them.
-    fn failover_order(&self) -> Vec<usize> {
+    /// A lease on `server`, or why not (the server is then declared down).
+    async fn try_server(
+        &self,
+        server: usize,
+        client_cn: Option<&str>,
+        fresh: bool,
+    ) -> Result<Lease, String> {
+        self.checkout(server, client_cn, fresh).await.map_err(|e| {
+            Counters::bump(&self.counters.dial_failures);
+            let why = format!("{}: {e}", self.server(server).authority);
+            log::warn!("upstream {why}");
+            self.declare_down(server, &why);
+            why
+        })
+    }
+
+    /// The servers other than `first`, in the order requests try them:
+    /// alive ones in order, then the ones known to be down (they may have
+    /// come back).
+    fn failover_order(&self, first: usize) -> Vec<usize> {
         let n = self.servers.len();
-        let first = self.health.current();
-        let mut order: Vec<usize> = (0..n).map(|i| (first + i) % n).collect();
-        // Stable: the current one first, then alive ones in order, then
-        // the ones known to be down (they may have come back).
-        order.sort_by_key(|&s| (s != first, !self.health.is_alive(s)));
+        let mut order: Vec<usize> = (1..n).map(|i| (first + i) % n).collect();
+        order.sort_by_key(|&s| !self.health.is_alive(s));
         order
     }
 
@@ -384,26 +398,39 @@ async fn is_quiet(conn: &mut UpConn) -> bool {
     smol::future::poll_once(conn.fill()).await.is_none()
 }
 
-/// Rewrites a client's request head for the upstream: hop-by-hop headers
-/// dropped (except the Upgrade pair of an upgrade request), exactly one
-/// framing field that matches the body we will send, Host set to the
-/// server, the path prefix of `--server` prepended.
-pub fn upstream_head(client: &RequestHead, server: &ServerUrl) -> RequestHead {
-    let mut head = client.clone();
-    let upgrade = client
-        .is_upgrade()
-        .then(|| client.headers.get("upgrade").map(<[u8]>::to_vec))
-        .flatten();
-    head.headers.remove_hop_by_hop();
-    head.headers.remove("expect");
-    head.headers.set_framing(client.body_framing());
-    head.headers.set("Host", server.authority.as_bytes());
-    if let Some(proto) = upgrade {
-        head.headers.set("Connection", "Upgrade");
-        head.headers.set("Upgrade", proto);
+/// Writes a client's request head as it goes to the upstream: hop-by-hop
+/// headers dropped (except the Upgrade pair of an upgrade request), exactly
+/// one framing field that matches the body we will send, Host set to the
+/// server, the path prefix of `--server` prepended. Written straight into
+/// `out`, without copying the head first.
+pub fn encode_upstream_head(client: &RequestHead, server: &ServerUrl, out: &mut Vec<u8>) {
+    out.extend_from_slice(client.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(server.path_prefix.as_bytes());
+    out.extend_from_slice(client.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(server.authority.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let headers = &client.headers;
+    headers.encode_where(out, |h| {
+        !headers.is_hop_by_hop(&h.name)
+            && !["host", "expect", "content-length"]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(&h.name))
+    });
+    match client.body_framing() {
+        Framing::Length(n) => {
+            out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes());
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Empty | Framing::Close => {}
     }
-    if !server.path_prefix.is_empty() {
-        head.target = format!("{}{}", server.path_prefix, client.target);
+    if client.is_upgrade() {
+        if let Some(proto) = headers.get("upgrade") {
+            out.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: ");
+            out.extend_from_slice(proto);
+            out.extend_from_slice(b"\r\n");
+        }
     }
-    head
+    out.extend_from_slice(b"\r\n");
 }

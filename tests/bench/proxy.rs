@@ -169,6 +169,34 @@ fn run(s: &Settings) {
     let lite_pid = lite.pid().unwrap();
     let (idle_rss, _) = rss_kib(lite_pid);
 
+    if std::env::args().any(|a| a == "--callgrind") {
+        let (lite_instr, nginx_instr) = callgrind::instructions_per_get(
+            &callgrind::Setup {
+                dir: &dir,
+                pki: &pki,
+                double: &double,
+                config: &config,
+                object,
+            },
+            CALLGRIND_GETS,
+        );
+        // Profiling mode: only this row; the outputs are kept for
+        // callgrind_annotate (build with CARGO_PROFILE_BENCH_STRIP=false
+        // CARGO_PROFILE_BENCH_DEBUG=line-tables-only for symbols).
+        let keep = std::path::PathBuf::from("target/bench/callgrind");
+        let _ = std::fs::create_dir_all(&keep);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            if name.to_string_lossy().starts_with("callgrind-") {
+                let _ = std::fs::copy(e.path(), keep.join(&name));
+            }
+        }
+        println!("instructions per GET: lite {lite_instr:?}, nginx {nginx_instr:?}; outputs in {}", keep.display());
+        drop(lite);
+        drop(nginx);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     // 1. Latency of a small GET at concurrency 1.
     eprintln!("latency: {} rounds x {} requests", s.rounds, s.requests);
     let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); systems.len()];

@@ -12,7 +12,10 @@
 //! length match, the entry is left alone (no temp file, no fsync, flash
 //! spared); only its last-read time moves.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+
+use std::time::SystemTime;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -41,7 +44,7 @@ struct Open {
     dest: PathBuf,
     meta: EntryMeta,
     /// The entry this one replaces, when nothing but the body could differ.
-    same_as: Option<EntryMeta>,
+    same_as: Option<Arc<EntryMeta>>,
     prefix: Vec<u8>,
     body: Body,
 }
@@ -63,7 +66,20 @@ pub(crate) struct Pending {
     length_at: u64,
     header_len: u64,
     pub(crate) written: u64,
+    /// The header written (its resourceVersion and length are fixed at
+    /// publish time).
+    meta: EntryMeta,
 }
+
+/// What the writer knows of a published entry.
+struct Known {
+    meta: Arc<EntryMeta>,
+    /// Its last-read time as last set (write or touch).
+    touched: SystemTime,
+}
+
+/// Entries remembered at most (the index is dropped and rebuilt past it).
+const MAX_KNOWN: usize = 4096;
 
 /// Events waiting to be applied to one list.
 pub(crate) struct Batch {
@@ -83,6 +99,9 @@ pub(crate) struct Writer<F: Fs> {
     pub(crate) batches: HashMap<CacheKey, Batch>,
     pub(crate) frozen: HashSet<CacheKey>,
     logged: HashSet<Failure>,
+    /// Headers of entries seen, so that re-reading an unchanged object
+    /// (the usual online GET) costs no open, read or parse.
+    known: RefCell<HashMap<PathBuf, Known>>,
 }
 
 impl<F: Fs> Writer<F> {
@@ -95,6 +114,7 @@ impl<F: Fs> Writer<F> {
             batches: HashMap::new(),
             frozen: HashSet::new(),
             logged: HashSet::new(),
+            known: RefCell::new(HashMap::new()),
         }
     }
 
@@ -163,7 +183,7 @@ impl<F: Fs> Writer<F> {
 
     fn begin(&mut self, id: u64, spec: Box<TeeSpec>) {
         let dest = self.shared.dir.join(spec.key.rel_path());
-        let previous = self.previous_meta(&dest);
+        let previous = self.known_meta(&dest);
         let mut meta = EntryMeta {
             status: spec.status,
             content_type: spec.content_type.clone(),
@@ -339,12 +359,21 @@ impl<F: Fs> Writer<F> {
     }
 
     /// The same version of the same answer for a known reader: the
-    /// published file stays; only its last-read time moves.
+    /// published file stays; only its last-read time moves (at most
+    /// hourly, see [`crate::cache::gc::touch`]).
     fn keep_unchanged(&self, dest: &Path) {
+        StoreStats::add(&self.shared.stats.unchanged, 1);
+        let now = SystemTime::now();
+        let mut known = self.known.borrow_mut();
+        if let Some(k) = known.get_mut(dest) {
+            if now.duration_since(k.touched).unwrap_or_default() < crate::cache::gc::TOUCH_AFTER {
+                return;
+            }
+            k.touched = now;
+        }
         if let Ok(file) = self.fs.open(dest) {
             crate::cache::gc::touch(&file);
         }
-        StoreStats::add(&self.shared.stats.unchanged, 1);
     }
 
     fn abort(&mut self, id: u64) {
@@ -359,9 +388,34 @@ impl<F: Fs> Writer<F> {
 
     /// The header of the valid entry at `dest`, if any.
     pub(crate) fn previous_meta(&self, dest: &Path) -> Option<EntryMeta> {
+        self.known_meta(dest).map(|m| (*m).clone())
+    }
+
+    /// The header of the valid entry at `dest`: remembered, or read (and
+    /// then remembered).
+    fn known_meta(&self, dest: &Path) -> Option<Arc<EntryMeta>> {
+        if let Some(k) = self.known.borrow().get(dest) {
+            // One stat keeps the index honest if the file went away
+            // behind our back (an operator cleaning the cache).
+            if std::fs::symlink_metadata(dest).is_ok() {
+                return Some(k.meta.clone());
+            }
+        }
         let mut file = self.fs.open(dest).ok()?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        EntryMeta::read_from(&mut file, len).ok().map(|(m, _)| m)
+        let (meta, _) = EntryMeta::read_from(&mut file, len).ok()?;
+        let touched = file.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+        let meta = Arc::new(meta);
+        self.remember(dest, meta.clone(), touched);
+        Some(meta)
+    }
+
+    fn remember(&self, dest: &Path, meta: Arc<EntryMeta>, touched: SystemTime) {
+        let mut known = self.known.borrow_mut();
+        if known.len() >= MAX_KNOWN {
+            known.clear();
+        }
+        known.insert(dest.to_owned(), Known { meta, touched });
     }
 
     /// A temp file next to `dest` with `meta`'s header written.
@@ -388,6 +442,7 @@ impl<F: Fs> Writer<F> {
             length_at: header.length_at as u64,
             header_len: header.bytes.len() as u64,
             written: 0,
+            meta: meta.clone(),
         })
     }
 
@@ -421,6 +476,10 @@ impl<F: Fs> Writer<F> {
             self.fs.sync_dir(dir)?;
         }
         let new_len = (p.header_len + p.written) as i64;
+        let mut meta = p.meta;
+        meta.resource_version = rv.map(str::to_owned);
+        meta.length = p.written;
+        self.remember(dest, Arc::new(meta), SystemTime::now());
         let stats = &self.shared.stats;
         stats
             .bytes

@@ -16,6 +16,7 @@
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::RwLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
@@ -80,10 +81,11 @@ fn kill_9_soak_leaves_no_torn_entry() {
         let delay = Duration::from_millis(rng.next() % 1500);
         let activity = Activity::default();
         let stop = AtomicBool::new(false);
+        let paging = RwLock::new(());
         std::thread::scope(|scope| {
             scope.spawn(|| watcher(&node, &stop, &activity));
-            scope.spawn(|| mutator(&s.double, round, &stop, &activity));
-            scope.spawn(|| pager(&node, &stop, &activity));
+            scope.spawn(|| mutator(&s.double, round, &stop, &paging, &activity));
+            scope.spawn(|| pager(&node, &stop, &paging, &activity));
             scope.spawn(|| getter(&node, round, &stop, &activity));
             // The workload is up: events arrive and a paged list was read.
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -188,9 +190,20 @@ fn watcher(node: &Client, stop: &AtomicBool, activity: &Activity) {
 }
 
 /// Changes pods upstream: mostly updates, some deletes and re-creations.
-fn mutator(double: &Double, round: u64, stop: &AtomicBool, activity: &Activity) {
+/// Not while a paged LIST is read (`paging`): the double pages the current
+/// state by offset, where kube-apiserver serves every page from the first
+/// page's snapshot; changes between pages would make the double answer
+/// lists no apiserver answers (an item twice, items newer than the list).
+fn mutator(
+    double: &Double,
+    round: u64,
+    stop: &AtomicBool,
+    paging: &RwLock<()>,
+    activity: &Activity,
+) {
     let mut rng = Rng(round.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     while !stop.load(Ordering::Relaxed) {
+        let _no_paging = paging.read().unwrap();
         for _ in 0..10 {
             let name = format!("bulk-{:06}", rng.next() % PODS as u64);
             if rng.next().is_multiple_of(8) {
@@ -202,15 +215,18 @@ fn mutator(double: &Double, round: u64, stop: &AtomicBool, activity: &Activity) 
             }
             activity.changes.fetch_add(1, Ordering::Relaxed);
         }
+        drop(_no_paging);
         // Pacing of the load generator (about 1,000 changes a second),
         // not a synchronisation.
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// Reads the list in pages of 40 (pages are cached, then assembled).
-fn pager(node: &Client, stop: &AtomicBool, activity: &Activity) {
+/// Reads the list in pages of 40 (pages are cached, then assembled), the
+/// upstream unchanged meanwhile (see [`mutator`]).
+fn pager(node: &Client, stop: &AtomicBool, paging: &RwLock<()>, activity: &Activity) {
     while !stop.load(Ordering::Relaxed) {
+        let _snapshot = paging.write().unwrap();
         let mut path = format!("{LIST}?limit=40");
         loop {
             let Ok(page) = node.try_request("GET", &path, &[KUBELET], b"") else {

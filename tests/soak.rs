@@ -156,6 +156,9 @@ fn kill_9_soak_leaves_no_torn_entry() {
     assert_eq!(torn, 0, "torn entries after kill -9: {examples:#?}");
     assert_eq!(torn_removed, 0.0, "the daemon found torn entries");
     assert!(offline_failures.is_empty(), "{offline_failures:#?}");
+    let dir = s.dir.clone();
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Lists, then watches from the list's resourceVersion (the cached list is

@@ -26,8 +26,30 @@ pub trait WriteFile: Write + Send {
 /// The writer's operations on the cache directory.
 pub trait Fs: Send + 'static {
     /// Creates `dir` and any missing parents (mode 0700), each synced into
-    /// its parent directory.
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// its parent directory. Provided in terms of [`Fs::mkdir`] and
+    /// [`Fs::sync_dir`], so a recorder sees (and checks) each step.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            self.create_dir_all(parent)?;
+        }
+        match self.mkdir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        match dir.parent() {
+            Some(parent) => self.sync_dir(parent),
+            None => Ok(()),
+        }
+    }
+    /// Creates one directory (mode 0700) whose parent exists; its entry is
+    /// durable only after [`Fs::sync_dir`] of the parent.
+    fn mkdir(&self, dir: &Path) -> io::Result<()> {
+        fs::DirBuilder::new().mode(0o700).create(dir)
+    }
     /// Creates a new file (mode 0600); fails if it exists.
     fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>>;
     /// Renames `from` over `to` (atomic).
@@ -67,24 +89,6 @@ impl WriteFile for RealFile {
 }
 
 impl Fs for RealFs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        if dir.is_dir() {
-            return Ok(());
-        }
-        if let Some(parent) = dir.parent() {
-            self.create_dir_all(parent)?;
-        }
-        match fs::DirBuilder::new().mode(0o700).create(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        match dir.parent() {
-            Some(parent) => self.sync_dir(parent),
-            None => Ok(()),
-        }
-    }
-
     fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
         let file = OpenOptions::new()
             .write(true)
@@ -159,3 +163,8 @@ impl Failure {
         self as usize
     }
 }
+
+#[cfg(test)]
+mod crash;
+#[cfg(test)]
+mod record;

@@ -445,7 +445,9 @@ mod tests {
             }
             Err(())
         };
-        let alphabet = [b'a', b'"', b'\\', 0x01, 0x1f, 0x20, 0x7f, 0x80, 0xc3, 0xff, b'z'];
+        let alphabet = [
+            b'a', b'"', b'\\', 0x01, 0x1f, 0x20, 0x7f, 0x80, 0xc3, 0xff, b'z',
+        ];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         for len in 0..40 {
             for _ in 0..200 {
@@ -456,7 +458,11 @@ mod tests {
                     seed ^= seed << 17;
                     text.push(alphabet[(seed % alphabet.len() as u64) as usize]);
                 }
-                assert_eq!(string_end(&text, 0).map_err(|_| ()), naive(&text, 0), "{text:?}");
+                assert_eq!(
+                    string_end(&text, 0).map_err(|_| ()),
+                    naive(&text, 0),
+                    "{text:?}"
+                );
             }
         }
     }

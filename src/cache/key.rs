@@ -66,7 +66,12 @@ pub struct CacheKey {
     segments: Vec<String>,
     /// Escaped variant text (possibly `h-<hash>`).
     variant: String,
+    /// For one page of a paged LIST: its marker (see [`CacheKey::page`]).
+    page: Option<String>,
 }
+
+/// What marks a page entry's file name (`~` is always escaped elsewhere).
+pub const PAGE_MARK: &str = "~page-";
 
 impl CacheKey {
     /// The key of a request by `agent` for `path?query` with `accept`.
@@ -93,6 +98,7 @@ impl CacheKey {
             agent: agent.clone(),
             segments,
             variant: variant(query, accept),
+            page: None,
         })
     }
 
@@ -111,28 +117,32 @@ impl CacheKey {
         for dir in dirs {
             path.push(dir);
         }
-        path.push(format!("{last}@{}.json", self.variant));
+        match &self.page {
+            None => path.push(format!("{last}@{}.json", self.variant)),
+            Some(page) => path.push(format!("{last}@{}{PAGE_MARK}{page}.json", self.variant)),
+        }
         path
     }
 
     /// The key of one page of this list: the request's `continue` token
-    /// (`None` for the first page) made part of the variant.
+    /// (`None` for the first page) as a marker in the file name, after the
+    /// variant, so that page entries are recognisable (a restart forgets
+    /// the pages in progress, and the store removes their files).
     pub fn page(&self, continued: Option<&str>) -> CacheKey {
         let marker = continued.map_or_else(
             || "first".to_owned(),
-            |t| t.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+            |t| {
+                let safe = t.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+                if safe.len() > MAX_VARIANT {
+                    fit(safe)
+                } else {
+                    safe
+                }
+            },
         );
-        let mut variant = self.variant.clone();
-        if !variant.is_empty() {
-            variant.push(',');
-        }
-        variant.push_str(PAGE_PARAM);
-        variant.push('=');
-        variant.push_str(&marker);
         CacheKey {
-            agent: self.agent.clone(),
-            segments: self.segments.clone(),
-            variant: fit(variant),
+            page: Some(marker),
+            ..self.clone()
         }
     }
 
@@ -180,6 +190,7 @@ impl CacheKey {
             agent: self.agent.clone(),
             segments,
             variant: String::new(),
+            page: None,
         })
     }
 
@@ -239,9 +250,6 @@ fn variant(query: Option<&str>, accept: Option<&str>) -> String {
     }
     fit(parts.join(","))
 }
-
-/// The page marker in a page key's variant.
-const PAGE_PARAM: &str = "lite-apiserver-page";
 
 /// `text`, or its hash when it is too long for a file name.
 fn fit(text: String) -> String {

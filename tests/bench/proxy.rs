@@ -191,7 +191,10 @@ fn run(s: &Settings) {
                 let _ = std::fs::copy(e.path(), keep.join(&name));
             }
         }
-        println!("instructions per GET: lite {lite_instr:?}, nginx {nginx_instr:?}; outputs in {}", keep.display());
+        println!(
+            "instructions per GET: lite {lite_instr:?}, nginx {nginx_instr:?}; outputs in {}",
+            keep.display()
+        );
         drop(lite);
         drop(nginx);
         let _ = std::fs::remove_dir_all(&dir);

@@ -197,13 +197,15 @@ impl FileStore {
     }
 }
 
-/// Counts entry files and their bytes; removes stale temp files (start).
+/// Counts entry files and their bytes; removes stale temp files and the
+/// pages of paged LISTs a restart interrupted (they can never be
+/// assembled: the chains are in memory).
 fn scan(dir: &Path) -> (i64, i64) {
     let mut entries = 0;
     let mut bytes = 0;
     walk(dir, &mut |path, meta| {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with(TMP_PREFIX) {
+        if name.starts_with(TMP_PREFIX) || name.contains(crate::cache::key::PAGE_MARK) {
             let _ = fs::remove_file(path);
         } else if is_entry_name(name) {
             entries += 1;

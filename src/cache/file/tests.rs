@@ -255,3 +255,35 @@ fn a_tee_over_the_budget_gives_up_and_is_counted() {
         let _ = fs::remove_dir_all(&dir);
     });
 }
+
+#[test]
+fn pages_a_restart_interrupted_are_removed_at_start() {
+    smol::block_on(async {
+        let dir = temp("orphans");
+        let list = key("/api/v1/namespaces/edge/pods");
+        let cred = Credential::ClientCert("n".into());
+        let page1 =
+            br#"{"kind":"PodList","metadata":{"resourceVersion":"7","continue":"c1"},"items":[]}"#;
+        {
+            let store = FileStore::open(&dir).unwrap();
+            put_as(
+                &store,
+                &list,
+                page1,
+                &cred,
+                AnswerKind::List { continued: None },
+            )
+            .await;
+            store.close().await;
+        }
+        let page = dir.join(list.page(None).rel_path());
+        assert!(page.exists(), "page 1 waits for page 2");
+        let store = FileStore::open(&dir).unwrap();
+        assert!(
+            !page.exists(),
+            "a restart forgot the chain: the page is removed"
+        );
+        assert_eq!(store.stats().entries(), 0);
+        let _ = fs::remove_dir_all(&dir);
+    });
+}

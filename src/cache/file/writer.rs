@@ -15,11 +15,11 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-use std::time::SystemTime;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
+use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
 use super::shared::{AnswerKind, Job, Shared, TeeSpec};
@@ -404,7 +404,10 @@ impl<F: Fs> Writer<F> {
         let mut file = self.fs.open(dest).ok()?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let (meta, _) = EntryMeta::read_from(&mut file, len).ok()?;
-        let touched = file.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+        let touched = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let meta = Arc::new(meta);
         self.remember(dest, meta.clone(), touched);
         Some(meta)

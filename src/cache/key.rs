@@ -81,8 +81,13 @@ impl CacheKey {
         query: Option<&str>,
         accept: Option<&str>,
     ) -> Result<CacheKey, KeyError> {
-        let mut segments = Vec::new();
+        let mut segments = Vec::with_capacity(8);
         for raw in path.split('/').filter(|s| !s.is_empty()) {
+            if raw.bytes().all(is_plain) && raw != "." && raw != ".." {
+                // The usual segment: nothing to decode, nothing to escape.
+                segments.push(raw.to_owned());
+                continue;
+            }
             let decoded =
                 unescape(raw, false).ok_or_else(|| KeyError::BadSegment(raw.to_owned()))?;
             if decoded.is_empty() || decoded == b"." || decoded == b".." || decoded.contains(&0) {
@@ -285,15 +290,23 @@ fn accept_variant(accept: Option<&str>) -> Option<String> {
 
 /// Keeps `[A-Za-z0-9._-]`, escapes everything else as `%XX`.
 fn escape(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(bytes.len() + 8);
     for &b in bytes {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+        if is_plain(b) {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         }
     }
     out
+}
+
+/// The bytes a path segment or variant keeps as they are.
+fn is_plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
 
 #[cfg(test)]

@@ -277,6 +277,9 @@ fn decode_path(path: &str) -> (Vec<String>, bool) {
     let segments = raw
         .split('/')
         .map(|raw| {
+            if !raw.is_empty() && raw != "." && raw != ".." && !raw.contains('%') {
+                return raw.to_owned();
+            }
             let decoded = unescape(raw, false).unwrap_or_else(|| {
                 certain = false;
                 raw.as_bytes().to_vec()

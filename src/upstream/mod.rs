@@ -256,12 +256,14 @@ impl Upstream {
             }
             log::debug!("upstream: an idle connection spoke or closed; not reused");
         }
-        let conn = dial::dial(
+        // Boxed: the dial future is large, and the pooled fast path above
+        // should not carry (move, initialise) it on every request.
+        let conn = Box::pin(dial::dial(
             self.server(server),
             self.proxy.as_ref(),
             config,
             self.timeout,
-        )
+        ))
         .await?;
         Ok(Lease {
             conn,

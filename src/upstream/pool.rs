@@ -42,16 +42,18 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// The most recently returned idle connection for `key`, dropping
-    /// expired ones and those of older generations on the way.
+    /// The most recently returned idle connection for `key` that is not
+    /// too old. Expired ones and those of older generations are dropped
+    /// when connections are put back, not on this hot path.
     pub fn take(&self, key: &PoolKey) -> Option<UpConn> {
         let mut idle = self.idle.lock().ok()?;
-        let now = Instant::now();
-        idle.retain(|i| {
-            now.duration_since(i.since) < IDLE_LIMIT && i.key.generation == key.generation
-        });
-        let pos = idle.iter().rposition(|i| &i.key == key)?;
-        Some(idle.swap_remove(pos).conn)
+        loop {
+            let pos = idle.iter().rposition(|i| &i.key == key)?;
+            let found = idle.swap_remove(pos);
+            if found.since.elapsed() < IDLE_LIMIT {
+                return Some(found.conn);
+            }
+        }
     }
 
     /// Keeps a connection whose last answer was read exactly to its end.
@@ -59,13 +61,15 @@ impl Pool {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
+        let now = Instant::now();
+        idle.retain(|i| now.duration_since(i.since) < IDLE_LIMIT && i.key.generation == key.generation);
         if idle.len() >= MAX_IDLE {
             idle.remove(0);
         }
         idle.push(Idle {
             key,
             conn,
-            since: Instant::now(),
+            since: now,
         });
     }
 

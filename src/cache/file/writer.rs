@@ -71,6 +71,26 @@ pub(crate) struct Pending {
     meta: EntryMeta,
 }
 
+/// FNV-1a: the writer's maps are keyed by paths and ids it made itself,
+/// so a keyed (DoS-resistant) hash buys nothing and costs per request.
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
 /// What the writer knows of a published entry.
 struct Known {
     meta: Arc<EntryMeta>,
@@ -94,14 +114,14 @@ pub(crate) struct Batch {
 pub(crate) struct Writer<F: Fs> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) fs: F,
-    open: HashMap<u64, Open>,
+    open: FastMap<u64, Open>,
     pub(crate) pages: Pages,
     pub(crate) batches: HashMap<CacheKey, Batch>,
     pub(crate) frozen: HashSet<CacheKey>,
     logged: HashSet<Failure>,
     /// Headers of entries seen, so that re-reading an unchanged object
     /// (the usual online GET) costs no open, read or parse.
-    known: RefCell<HashMap<PathBuf, Known>>,
+    known: RefCell<FastMap<PathBuf, Known>>,
 }
 
 impl<F: Fs> Writer<F> {
@@ -109,12 +129,12 @@ impl<F: Fs> Writer<F> {
         Writer {
             shared,
             fs,
-            open: HashMap::new(),
+            open: FastMap::default(),
             pages: Pages::default(),
             batches: HashMap::new(),
             frozen: HashSet::new(),
             logged: HashSet::new(),
-            known: RefCell::new(HashMap::new()),
+            known: RefCell::new(FastMap::default()),
         }
     }
 
@@ -152,10 +172,12 @@ impl<F: Fs> Writer<F> {
             }
             Job::Commit { id } => self.commit(id),
             Job::Whole { id, spec, body } => {
-                self.begin(id, spec);
-                self.data(id, &body);
                 self.shared.release(body.len());
-                self.commit(id);
+                if !self.repeats(&spec, &body) {
+                    self.begin(id, spec);
+                    self.data(id, &body);
+                    self.commit(id);
+                }
             }
             Job::Abort { id } => self.abort(id),
             Job::Events { key, events, bytes } => self.events(key, events, bytes),
@@ -179,6 +201,35 @@ impl<F: Fs> Writer<F> {
                 let _ = done.try_send(());
             }
         }
+    }
+
+    /// The fast path of the usual online GET: a small answer that repeats
+    /// the published entry (same status, content type, known reader,
+    /// resourceVersion and length) is not written at all.
+    fn repeats(&mut self, spec: &TeeSpec, body: &[u8]) -> bool {
+        if let AnswerKind::List { continued } = &spec.kind {
+            if paging::classify(continued.as_deref(), body) != Page::Whole {
+                return false;
+            }
+        }
+        let dest = self.shared.dir.join(spec.key.rel_path());
+        let Some(old) = self.known_meta(&dest) else {
+            return false;
+        };
+        let rv = crate::json::resource_version(body);
+        let same = old.status == spec.status
+            && old.content_type == spec.content_type
+            && spec.credential.as_ref().is_none_or(|c| old.allow.contains(c))
+            && rv.is_some()
+            && old.resource_version == rv
+            && old.length == body.len() as u64;
+        if same {
+            self.keep_unchanged(&dest);
+            if matches!(spec.kind, AnswerKind::List { .. }) {
+                self.frozen.remove(&spec.key);
+            }
+        }
+        same
     }
 
     fn begin(&mut self, id: u64, spec: Box<TeeSpec>) {

@@ -14,7 +14,8 @@
 #  - with rust-lld and --icf=all, which folds identical functions
 #    (-5 KB on aarch64, -8 KB on armv7). Skipped when the toolchain has no
 #    rust-lld; Rust does not promise distinct function addresses.
-# Both are here rather than in .cargo/config.toml because the first breaks
+#  - with the build machine's path prefixes remapped out of panic locations.
+# The first two are here rather than in .cargo/config.toml: the first breaks
 # panic=unwind builds (tests cross-run with cargo's runner, OpenWrt's feed),
 # and the second needs the toolchain's path.
 set -euo pipefail
@@ -59,6 +60,13 @@ if [ -x "$gcc_ld/ld.lld" ]; then
 else
   echo "cross/build.sh: no rust-lld in the toolchain: linking with the C compiler's ld" >&2
 fi
+# Panic locations name their source files; without the build machine's
+# prefixes they are shorter (-7 KB on aarch64) and the same on every machine:
+# ring-0.17.14/src/aead/quic.rs, src/server.rs.
+for d in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
+  [ -d "$d" ] && extra+=("--remap-path-prefix=$d=")
+done
+extra+=("--remap-path-prefix=$root/=")
 # As one TOML array; cargo appends it to .cargo/config.toml's rustflags.
 flags=""
 for f in "${extra[@]}"; do flags="$flags\"$f\","; done

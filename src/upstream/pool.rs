@@ -62,7 +62,9 @@ impl Pool {
             return;
         };
         let now = Instant::now();
-        idle.retain(|i| now.duration_since(i.since) < IDLE_LIMIT && i.key.generation == key.generation);
+        idle.retain(|i| {
+            now.duration_since(i.since) < IDLE_LIMIT && i.key.generation == key.generation
+        });
         if idle.len() >= MAX_IDLE {
             idle.remove(0);
         }

@@ -241,3 +241,25 @@ fn garbage_jwks_is_refused() {
         assert!(Jwks::parse(doc).is_err());
     }
 }
+
+#[test]
+fn numeric_dates_are_whole_seconds() {
+    let cases: &[(&[u8], Option<u64>)] = &[
+        (b"1795521600", Some(1_795_521_600)),
+        (b"1795521600.75", Some(1_795_521_600)),
+        (b"0", Some(0)),
+        (b"-5", None),
+        (b"1e9", None),
+        (b".5", None),
+        (b"", None),
+        (b"99999999999999999999999", None),
+    ];
+    for (text, want) in cases {
+        assert_eq!(
+            super::seconds(text),
+            *want,
+            "{:?}",
+            String::from_utf8_lossy(text)
+        );
+    }
+}

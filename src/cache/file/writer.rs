@@ -81,7 +81,11 @@ impl std::hash::Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for &b in bytes {
             h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
         }
@@ -219,7 +223,10 @@ impl<F: Fs> Writer<F> {
         let rv = crate::json::resource_version(body);
         let same = old.status == spec.status
             && old.content_type == spec.content_type
-            && spec.credential.as_ref().is_none_or(|c| old.allow.contains(c))
+            && spec
+                .credential
+                .as_ref()
+                .is_none_or(|c| old.allow.contains(c))
             && rv.is_some()
             && old.resource_version == rv
             && old.length == body.len() as u64;

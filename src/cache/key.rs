@@ -62,8 +62,10 @@ impl std::error::Error for KeyError {}
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     agent: Agent,
-    /// Escaped path segments.
-    segments: Vec<String>,
+    /// Escaped path segments joined by `/` (one string: a key is built on
+    /// every cached request, and this is one allocation, not one per
+    /// segment).
+    path: String,
     /// Escaped variant text (possibly `h-<hash>`).
     variant: String,
     /// For one page of a paged LIST: its marker (see [`CacheKey::page`]).
@@ -72,6 +74,8 @@ pub struct CacheKey {
 
 /// What marks a page entry's file name (`~` is always escaped elsewhere).
 pub const PAGE_MARK: &str = "~page-";
+/// Most path segments a key may have.
+const MAX_SEGMENTS: usize = 32;
 
 impl CacheKey {
     /// The key of a request by `agent` for `path?query` with `accept`.
@@ -81,11 +85,19 @@ impl CacheKey {
         query: Option<&str>,
         accept: Option<&str>,
     ) -> Result<CacheKey, KeyError> {
-        let mut segments = Vec::with_capacity(8);
+        let mut key = String::with_capacity(path.len() + 8);
+        let mut count = 0;
         for raw in path.split('/').filter(|s| !s.is_empty()) {
+            count += 1;
+            if count > MAX_SEGMENTS {
+                return Err(KeyError::TooDeep);
+            }
+            if !key.is_empty() {
+                key.push('/');
+            }
             if raw.bytes().all(is_plain) && raw != "." && raw != ".." {
                 // The usual segment: nothing to decode, nothing to escape.
-                segments.push(raw.to_owned());
+                key.push_str(raw);
                 continue;
             }
             let decoded =
@@ -93,15 +105,11 @@ impl CacheKey {
             if decoded.is_empty() || decoded == b"." || decoded == b".." || decoded.contains(&0) {
                 return Err(KeyError::BadSegment(raw.to_owned()));
             }
-            segments.push(escape(&decoded));
+            escape_into(&decoded, &mut key);
         }
-        if segments.len() > 32 {
-            return Err(KeyError::TooDeep);
-        }
-        drop_watch_segment(&mut segments);
         Ok(CacheKey {
             agent: agent.clone(),
-            segments,
+            path: drop_watch_segment(key),
             variant: variant(query, accept),
             page: None,
         })
@@ -114,19 +122,14 @@ impl CacheKey {
 
     /// The entry file, relative to the cache dir.
     pub fn rel_path(&self) -> PathBuf {
-        let mut path = PathBuf::from(self.agent.as_str());
-        let (last, dirs) = match self.segments.split_last() {
-            Some((last, dirs)) => (last.as_str(), dirs),
-            None => ("", &[][..]),
-        };
-        for dir in dirs {
-            path.push(dir);
-        }
-        match &self.page {
-            None => path.push(format!("{last}@{}.json", self.variant)),
-            Some(page) => path.push(format!("{last}@{}{PAGE_MARK}{page}.json", self.variant)),
-        }
-        path
+        let page = self.page.as_deref();
+        let (mark, page) = page.map_or(("", ""), |p| (PAGE_MARK, p));
+        PathBuf::from(format!(
+            "{}/{}@{}{mark}{page}.json",
+            self.agent.as_str(),
+            self.path,
+            self.variant
+        ))
     }
 
     /// The key of one page of this list: the request's `continue` token
@@ -136,14 +139,7 @@ impl CacheKey {
     pub fn page(&self, continued: Option<&str>) -> CacheKey {
         let marker = continued.map_or_else(
             || "first".to_owned(),
-            |t| {
-                let safe = t.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
-                if safe.len() > MAX_VARIANT {
-                    fit(safe)
-                } else {
-                    safe
-                }
-            },
+            |t| fit(t.replace(|c: char| !c.is_ascii_alphanumeric(), "_")),
         );
         CacheKey {
             page: Some(marker),
@@ -161,39 +157,46 @@ impl CacheKey {
         self.variant.is_empty()
     }
 
+    fn segments(&self) -> Vec<&str> {
+        self.path.split('/').filter(|s| !s.is_empty()).collect()
+    }
+
     /// For a list key of a collection (`…/pods`, `…/namespaces/NS/pods`),
     /// the key of one item's object entry (`…/namespaces/NS/pods/NAME@.json`).
     /// Cluster-wide lists of namespaced resources map items into their
     /// namespace's path.
     pub fn item(&self, namespace: Option<&str>, name: &str) -> Option<CacheKey> {
-        let (prefix_len, rest) = resource_prefix(&self.segments)?;
-        let mut segments: Vec<String> = self.segments[..prefix_len].to_vec();
+        let segments = self.segments();
+        let (prefix_len, rest) = resource_prefix(&segments)?;
+        let mut path = segments[..prefix_len].join("/");
         let resource = match rest {
-            [ns_word, ns, resource] if ns_word == "namespaces" => {
+            [ns_word, ns, resource] if *ns_word == "namespaces" => {
                 if namespace.is_some_and(|n| escape(n.as_bytes()) != *ns) {
                     return None;
                 }
-                segments.push("namespaces".to_owned());
-                segments.push(ns.clone());
-                resource.clone()
+                path.push_str("/namespaces/");
+                path.push_str(ns);
+                resource
             }
             [resource] => {
                 if let Some(ns) = namespace {
-                    segments.push("namespaces".to_owned());
-                    segments.push(escape(ns.as_bytes()));
+                    path.push_str("/namespaces/");
+                    escape_into(ns.as_bytes(), &mut path);
                 }
-                resource.clone()
+                resource
             }
             _ => return None,
         };
         if name.is_empty() || name == "." || name == ".." {
             return None;
         }
-        segments.push(resource);
-        segments.push(escape(name.as_bytes()));
+        path.push('/');
+        path.push_str(resource);
+        path.push('/');
+        escape_into(name.as_bytes(), &mut path);
         Some(CacheKey {
             agent: self.agent.clone(),
-            segments,
+            path,
             variant: String::new(),
             page: None,
         })
@@ -203,15 +206,12 @@ impl CacheKey {
     /// object entries and the set of names in it, i.e. where
     /// [`CacheKey::item`] puts them; `None` for cluster-wide lists.
     pub fn items_dir(&self) -> Option<PathBuf> {
-        let (prefix_len, rest) = resource_prefix(&self.segments)?;
-        let mut dir = PathBuf::from(self.agent.as_str());
-        for s in &self.segments[..prefix_len] {
-            dir.push(s);
-        }
-        for s in rest {
-            dir.push(s);
-        }
-        Some(dir)
+        resource_prefix(&self.segments())?;
+        Some(PathBuf::from(format!(
+            "{}/{}",
+            self.agent.as_str(),
+            self.path
+        )))
     }
 }
 
@@ -222,20 +222,27 @@ impl fmt::Display for CacheKey {
 }
 
 /// (length of `api/v1` or `apis/G/V`, the rest) for resource paths.
-fn resource_prefix(segments: &[String]) -> Option<(usize, &[String])> {
-    match segments.first().map(String::as_str) {
-        Some("api") if segments.len() >= 2 => Some((2, &segments[2..])),
-        Some("apis") if segments.len() >= 3 => Some((3, &segments[3..])),
+fn resource_prefix<'a, 'b>(segments: &'b [&'a str]) -> Option<(usize, &'b [&'a str])> {
+    match segments.first() {
+        Some(&"api") if segments.len() >= 2 => Some((2, &segments[2..])),
+        Some(&"apis") if segments.len() >= 3 => Some((3, &segments[3..])),
         _ => None,
     }
 }
 
 /// `/api/v1/watch/...` and `/apis/G/V/watch/...` share the list's key.
-fn drop_watch_segment(segments: &mut Vec<String>) {
-    if let Some((prefix, rest)) = resource_prefix(segments) {
-        if rest.first().map(String::as_str) == Some("watch") && rest.len() > 1 {
-            segments.remove(prefix);
+fn drop_watch_segment(path: String) -> String {
+    let segments: Vec<&str> = path.split('/').collect();
+    match resource_prefix(&segments) {
+        Some((prefix, rest)) if rest.first() == Some(&"watch") && rest.len() > 1 => {
+            let mut kept = segments[..prefix].join("/");
+            for s in &rest[1..] {
+                kept.push('/');
+                kept.push_str(s);
+            }
+            kept
         }
+        _ => path,
     }
 }
 
@@ -290,8 +297,14 @@ fn accept_variant(accept: Option<&str>) -> Option<String> {
 
 /// Keeps `[A-Za-z0-9._-]`, escapes everything else as `%XX`.
 fn escape(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(bytes.len() + 8);
+    escape_into(bytes, &mut out);
+    out
+}
+
+/// Appends `bytes` with everything but `[A-Za-z0-9._-]` escaped as `%XX`.
+fn escape_into(bytes: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in bytes {
         if is_plain(b) {
             out.push(char::from(b));
@@ -301,7 +314,6 @@ fn escape(bytes: &[u8]) -> String {
             out.push(char::from(HEX[usize::from(b & 15)]));
         }
     }
-    out
 }
 
 /// The bytes a path segment or variant keeps as they are.

@@ -66,6 +66,23 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
 ];
 
+/// The hop-by-hop field names of one message.
+#[derive(Debug)]
+pub struct HopByHop<'a> {
+    named: Vec<&'a [u8]>,
+}
+
+impl HopByHop<'_> {
+    /// Whether a field called `name` is hop-by-hop.
+    pub fn contains(&self, name: &str) -> bool {
+        HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+            || self
+                .named
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
 /// A list of headers with case-insensitive look-ups.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers(pub Vec<Header>);
@@ -121,22 +138,22 @@ impl Headers {
 
     /// Drops hop-by-hop headers, including any named in `Connection`.
     pub fn remove_hop_by_hop(&mut self) {
-        let hop: Vec<bool> = self.0.iter().map(|h| self.is_hop_by_hop(&h.name)).collect();
-        let mut i = 0;
-        self.0.retain(|_| {
-            i += 1;
-            !hop[i - 1]
-        });
+        let hop = self.hop_by_hop();
+        let keep: Vec<bool> = self.0.iter().map(|h| !hop.contains(&h.name)).collect();
+        let mut keep = keep.into_iter();
+        self.0.retain(|_| keep.next().unwrap_or(true));
     }
 
-    /// Whether a field called `name` is hop-by-hop here: one of RFC 9110's,
-    /// or named in `Connection` (compared without allocating).
-    pub fn is_hop_by_hop(&self, name: &str) -> bool {
-        HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-            || self.get_all("connection").any(|v| {
-                v.split(|&b| b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
-            })
+    /// Which fields are hop-by-hop here: RFC 9110's and those named in
+    /// `Connection` (one pass over the fields, no allocation but the set).
+    pub fn hop_by_hop(&self) -> HopByHop<'_> {
+        let named = self
+            .get_all("connection")
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty())
+            .collect();
+        HopByHop { named }
     }
 
     /// Writes every field for which `keep` says yes.

@@ -300,7 +300,7 @@ where
     let client_rest = client.buffered().to_vec();
     client.consume(client_rest.len());
     let (server, epoch) = (lease.server, lease.epoch);
-    let (up, up_rest) = lease.conn.into_parts();
+    let (up, up_rest) = (*lease.conn).into_parts();
     let _ = crate::http::upgrade::splice(ClientIo(client), client_rest, up, up_rest)
         .or(async {
             ctx.upstream.health.wait_down(server, epoch).await;

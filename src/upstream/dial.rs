@@ -56,7 +56,7 @@ pub async fn dial(
     proxy: Option<&ProxyUrl>,
     config: Arc<rustls::ClientConfig>,
     timeout: Duration,
-) -> Result<UpConn, DialError> {
+) -> Result<Box<UpConn>, DialError> {
     let name = ServerName::try_from(target.host.clone())
         .map_err(|_| DialError::BadServerName(target.host.clone()))?;
     let attempt = async {
@@ -71,7 +71,8 @@ pub async fn dial(
             .connect(name, tcp)
             .await
             .map_err(DialError::Tls)?;
-        Ok(Conn::new(tls))
+        // Boxed: a TLS connection is large, and a lease moves it around.
+        Ok(Box::new(Conn::new(tls)))
     };
     attempt
         .or(async {

@@ -40,8 +40,8 @@ const INTERNAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection checked out for one request.
 #[derive(Debug)]
 pub struct Lease {
-    /// The connection.
-    pub conn: UpConn,
+    /// The connection (boxed: it is large and a lease moves).
+    pub conn: Box<UpConn>,
     /// Index of the server it is connected to.
     pub server: usize,
     /// Whether it was reused from the pool (a reused connection may turn
@@ -115,7 +115,7 @@ pub struct Upstream {
     timeout: Duration,
     pool: Pool,
     /// One kept-alive anonymous connection per server, for the probe.
-    probes: Vec<Mutex<Option<UpConn>>>,
+    probes: Vec<Mutex<Option<Box<UpConn>>>>,
     /// Online/offline and per-server state.
     pub health: Health,
     /// Counters for `/metrics`.
@@ -414,8 +414,9 @@ pub fn encode_upstream_head(client: &RequestHead, server: &ServerUrl, out: &mut 
     out.extend_from_slice(server.authority.as_bytes());
     out.extend_from_slice(b"\r\n");
     let headers = &client.headers;
+    let hop = headers.hop_by_hop();
     headers.encode_where(out, |h| {
-        !headers.is_hop_by_hop(&h.name)
+        !hop.contains(&h.name)
             && !["host", "expect", "content-length"]
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(&h.name))

@@ -31,7 +31,7 @@ pub struct PoolKey {
 #[derive(Debug)]
 struct Idle {
     key: PoolKey,
-    conn: UpConn,
+    conn: Box<UpConn>,
     since: Instant,
 }
 
@@ -45,7 +45,7 @@ impl Pool {
     /// The most recently returned idle connection for `key` that is not
     /// too old. Expired ones and those of older generations are dropped
     /// when connections are put back, not on this hot path.
-    pub fn take(&self, key: &PoolKey) -> Option<UpConn> {
+    pub fn take(&self, key: &PoolKey) -> Option<Box<UpConn>> {
         let mut idle = self.idle.lock().ok()?;
         loop {
             let pos = idle.iter().rposition(|i| &i.key == key)?;
@@ -57,7 +57,7 @@ impl Pool {
     }
 
     /// Keeps a connection whose last answer was read exactly to its end.
-    pub fn put(&self, key: PoolKey, conn: UpConn) {
+    pub fn put(&self, key: PoolKey, conn: Box<UpConn>) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };

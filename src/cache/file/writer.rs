@@ -14,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -125,7 +126,7 @@ pub(crate) struct Writer<F: Fs> {
     logged: HashSet<Failure>,
     /// Headers of entries seen, so that re-reading an unchanged object
     /// (the usual online GET) costs no open, read or parse.
-    known: RefCell<FastMap<PathBuf, Known>>,
+    known: RefCell<FastMap<OsString, Known>>,
 }
 
 impl<F: Fs> Writer<F> {
@@ -423,7 +424,7 @@ impl<F: Fs> Writer<F> {
         StoreStats::add(&self.shared.stats.unchanged, 1);
         let now = SystemTime::now();
         let mut known = self.known.borrow_mut();
-        if let Some(k) = known.get_mut(dest) {
+        if let Some(k) = known.get_mut(dest.as_os_str()) {
             if now.duration_since(k.touched).unwrap_or_default() < crate::cache::gc::TOUCH_AFTER {
                 return;
             }
@@ -452,7 +453,7 @@ impl<F: Fs> Writer<F> {
     /// The header of the valid entry at `dest`: remembered, or read (and
     /// then remembered).
     fn known_meta(&self, dest: &Path) -> Option<Arc<EntryMeta>> {
-        if let Some(k) = self.known.borrow().get(dest) {
+        if let Some(k) = self.known.borrow().get(dest.as_os_str()) {
             // One stat keeps the index honest if the file went away
             // behind our back (an operator cleaning the cache).
             if std::fs::symlink_metadata(dest).is_ok() {
@@ -476,7 +477,7 @@ impl<F: Fs> Writer<F> {
         if known.len() >= MAX_KNOWN {
             known.clear();
         }
-        known.insert(dest.to_owned(), Known { meta, touched });
+        known.insert(dest.as_os_str().to_owned(), Known { meta, touched });
     }
 
     /// A temp file next to `dest` with `meta`'s header written.

@@ -167,4 +167,6 @@ impl Failure {
 #[cfg(test)]
 mod crash;
 #[cfg(test)]
+mod model;
+#[cfg(test)]
 mod record;

@@ -122,14 +122,23 @@ impl CacheKey {
 
     /// The entry file, relative to the cache dir.
     pub fn rel_path(&self) -> PathBuf {
-        let page = self.page.as_deref();
-        let (mark, page) = page.map_or(("", ""), |p| (PAGE_MARK, p));
-        PathBuf::from(format!(
-            "{}/{}@{}{mark}{page}.json",
-            self.agent.as_str(),
-            self.path,
-            self.variant
-        ))
+        let mut out = String::with_capacity(self.agent.as_str().len() + self.path.len() + 64);
+        self.rel_path_into(&mut out);
+        PathBuf::from(out)
+    }
+
+    /// Appends the entry file's path, relative to the cache dir.
+    pub fn rel_path_into(&self, out: &mut String) {
+        out.push_str(self.agent.as_str());
+        out.push('/');
+        out.push_str(&self.path);
+        out.push('@');
+        out.push_str(&self.variant);
+        if let Some(page) = &self.page {
+            out.push_str(PAGE_MARK);
+            out.push_str(page);
+        }
+        out.push_str(".json");
     }
 
     /// The key of one page of this list: the request's `continue` token

@@ -2,12 +2,16 @@
 //!
 //! - [`head`]: request/response heads, header look-ups, hop-by-hop rules.
 //! - [`body`]: the body decoder state machine (Content-Length, chunked, close).
+//! - [`forward`]: a response head parsed for forwarding, without owned fields.
+//! - [`framing`]: which fields frame a body, which are hop-by-hop.
 //! - [`conn`]: a buffered connection that reads heads under limits and pumps
 //!   bodies into a [`conn::Sink`] with bounded memory.
 //! - [`upgrade`]: byte copying both ways after `101 Switching Protocols`.
 
 pub mod body;
 pub mod conn;
+pub mod forward;
+pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod head;
@@ -15,6 +19,7 @@ pub mod upgrade;
 
 pub use body::{BodyDecoder, Decoded};
 pub use conn::{pump, Conn, PumpError, Sink};
+pub use forward::ForwardHead;
 pub use head::{Framing, Header, Headers, Parsed, RequestHead, ResponseHead};
 
 use std::fmt;

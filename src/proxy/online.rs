@@ -20,7 +20,7 @@ use super::relay::{self, Forward};
 use super::{Context, Outcome, BODY_TIMEOUT};
 use crate::auth::identity::Caller;
 use crate::http::{
-    pump, BodyDecoder, Conn, Framing, HttpError, PumpError, RequestHead, ResponseHead,
+    pump, BodyDecoder, Conn, ForwardHead, Framing, HttpError, PumpError, RequestHead,
 };
 use crate::k8s::reply;
 use crate::k8s::request::{Classified, Verb};
@@ -172,7 +172,7 @@ async fn attempt<S>(
     head: &RequestHead,
     framing: Framing,
     lease: &mut Lease,
-) -> Result<ResponseHead, SendError>
+) -> Result<ForwardHead, SendError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -269,7 +269,7 @@ async fn send_request<S>(
     up: &mut UpConn,
     head: &[u8],
     framing: Framing,
-) -> Result<ResponseHead, SendError>
+) -> Result<ForwardHead, SendError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -289,7 +289,7 @@ where
     up.flush().await.map_err(SendError::Upstream)?;
     loop {
         let res = up
-            .read_head(ResponseHead::parse)
+            .read_head(ForwardHead::parse)
             .await
             .map_err(|e| match e {
                 HttpError::Io(e) => SendError::Upstream(e),

@@ -22,7 +22,7 @@ use crate::cache::key::CacheKey;
 use crate::cache::live::WatchTee;
 use crate::cache::{AnswerKind, Tee, TeeSpec};
 use crate::http::body::{chunk_header, LAST_CHUNK};
-use crate::http::{pump, BodyDecoder, Conn, Framing, PumpError, RequestHead, ResponseHead, Sink};
+use crate::http::{pump, BodyDecoder, Conn, ForwardHead, Framing, PumpError, RequestHead, Sink};
 use crate::k8s::reply;
 use crate::k8s::request::{Classified, Verb};
 use crate::k8s::status::Status;
@@ -47,7 +47,7 @@ pub async fn relay<S>(
     class: &Classified,
     caller: &Caller,
     mut lease: Lease,
-    mut response: ResponseHead,
+    mut response: ForwardHead,
 ) -> io::Result<Outcome>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -65,12 +65,13 @@ where
     let key = cache_key(caller, head, class, &response);
     let (chunked, keep_alive) = client_framing(head, &mut response, up_framing);
     let mut sink = Forward::new(client, chunked);
-    // The head goes out with the first piece of the body: one TLS record
-    // (and one write) for a small answer instead of two.
-    response.encode(&mut sink.pending);
     if let Some(key) = key {
         attach_cache(ctx, &mut sink, class, caller, key, &response);
     }
+    // The head goes out with the first piece of the body: one TLS record
+    // (and one write) for a small answer instead of two.
+    sink.pending = std::mem::take(&mut response.head);
+    sink.pending.reserve(crate::http::conn::INITIAL_BUFFER + 16);
     let streaming = class.verb == Verb::Watch || up_framing == Framing::Close;
     let stopped =
         pump_until_stopped(ctx, &mut lease, &mut sink, caller, up_framing, streaming).await;
@@ -86,20 +87,22 @@ where
     })
 }
 
-/// Prepares the answer's head for the client: hop-by-hop fields dropped;
-/// a close-delimited or chunked body re-chunked for an HTTP/1.1 client;
-/// `Connection: close` when the client cannot keep the connection.
-/// Returns (re-chunked, client keep-alive).
-fn client_framing(head: &RequestHead, response: &mut ResponseHead, up: Framing) -> (bool, bool) {
-    response.headers.remove_hop_by_hop();
+/// Finishes the answer's head for the client (its hop-by-hop fields are
+/// already gone): a close-delimited or chunked body re-chunked for an
+/// HTTP/1.1 client; `Connection: close` when the client cannot keep the
+/// connection. Returns (re-chunked, client keep-alive).
+fn client_framing(head: &RequestHead, response: &mut ForwardHead, up: Framing) -> (bool, bool) {
     let chunked = matches!(up, Framing::Chunked | Framing::Close) && head.minor >= 1;
     if chunked {
-        response.headers.set("Transfer-Encoding", "chunked");
+        response
+            .head
+            .extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
     let keep_alive = head.keep_alive() && (up != Framing::Close || chunked);
     if !keep_alive {
-        response.headers.set("Connection", "close");
+        response.head.extend_from_slice(b"Connection: close\r\n");
     }
+    response.head.extend_from_slice(b"\r\n");
     (chunked, keep_alive)
 }
 
@@ -217,7 +220,7 @@ fn attach_cache<S>(
     class: &Classified,
     caller: &Caller,
     key: CacheKey,
-    response: &ResponseHead,
+    response: &ForwardHead,
 ) {
     if class.verb == Verb::Watch {
         // Table lists are re-rendered by the server, never patched:
@@ -234,8 +237,7 @@ fn attach_cache<S>(
         _ => AnswerKind::Object,
     };
     let content_type = response
-        .headers
-        .get_str("content-type")
+        .content_type()
         .unwrap_or("application/json")
         .to_owned();
     sink.tee = Some(ctx.store.tee(TeeSpec {
@@ -263,11 +265,9 @@ fn cache_key(
     caller: &Caller,
     head: &RequestHead,
     class: &Classified,
-    response: &ResponseHead,
+    response: &ForwardHead,
 ) -> Option<CacheKey> {
-    let storable = caller.cached
-        && (200..300).contains(&response.status)
-        && response.media_type().as_deref() == Some("application/json");
+    let storable = caller.cached && (200..300).contains(&response.status) && response.is_json();
     let watched =
         class.verb == Verb::Watch && class.certain && caller.cached && response.status == 200;
     if !(watched || storable && (class.is_cacheable() || class.is_token_request())) {
@@ -288,14 +288,13 @@ pub async fn upgrade<S>(
     ctx: &Context,
     client: &mut Conn<S>,
     lease: Lease,
-    response: ResponseHead,
+    mut response: ForwardHead,
 ) -> io::Result<Outcome>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut out = Vec::with_capacity(512);
-    response.encode(&mut out);
-    client.write_all(&out).await?;
+    response.head.extend_from_slice(b"\r\n");
+    client.write_all(&response.head).await?;
     client.flush().await?;
     let client_rest = client.buffered().to_vec();
     client.consume(client_rest.len());

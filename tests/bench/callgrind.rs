@@ -37,6 +37,15 @@ fn total_instructions(out: &Path) -> Option<u64> {
 }
 
 fn valgrind(out: &Path) -> Vec<String> {
+    if std::env::var("LITE_VALGRIND_TOOL").as_deref() == Ok("dhat") {
+        // Allocation profiling while optimising: per-stack allocation
+        // counts (dh_view.html), instead of instruction counts.
+        return vec![
+            "valgrind".to_owned(),
+            "--tool=dhat".to_owned(),
+            format!("--dhat-out-file={}.dhat", out.display()),
+        ];
+    }
     vec![
         "valgrind".to_owned(),
         "--tool=callgrind".to_owned(),
@@ -113,6 +122,10 @@ fn nginx_run(s: &Setup, n: usize) -> Option<u64> {
 
 /// (N-run - baseline) / n.
 fn per_get(run: impl Fn(usize) -> Option<u64>, n: usize) -> Option<f64> {
+    if std::env::var("LITE_VALGRIND_TOOL").as_deref() == Ok("dhat") {
+        run(n);
+        return None;
+    }
     let base = run(0)?;
     let full = run(n)?;
     eprintln!("callgrind: baseline {base} instructions, with {n} GETs {full}");

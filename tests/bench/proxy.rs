@@ -188,6 +188,7 @@ fn run(s: &Settings) {
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name();
             if name.to_string_lossy().starts_with("callgrind-") {
+                // (and the .dhat files of LITE_VALGRIND_TOOL=dhat)
                 let _ = std::fs::copy(e.path(), keep.join(&name));
             }
         }

@@ -13,6 +13,8 @@
 //!   assembling pages, converging object entries, GC.
 //! - [`read`]: opening an entry and streaming its body, on the I/O pool.
 
+mod disk;
+mod index;
 pub mod lists;
 pub mod read;
 mod shared;

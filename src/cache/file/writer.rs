@@ -12,22 +12,20 @@
 //! length match, the entry is left alone (no temp file, no fsync, flash
 //! spared); only its last-read time moves.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 
-use std::io::{self, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
+use super::index::{body_hash, FastMap, Index};
 use super::shared::{AnswerKind, Job, Shared, TeeSpec};
-use crate::cache::entry::{padded, EntryMeta, LENGTH_WIDTH, RV_WIDTH};
+use crate::cache::entry::EntryMeta;
 use crate::cache::fs::{Failure, Fs, WriteFile};
 use crate::cache::key::CacheKey;
-use crate::cache::names::TMP_PREFIX;
 use crate::cache::paging::{self, Page, Pages};
 use crate::cache::stats::StoreStats;
 use crate::k8s::watch::OwnedEvent;
@@ -48,6 +46,8 @@ struct Open {
     same_as: Option<Arc<EntryMeta>>,
     prefix: Vec<u8>,
     body: Body,
+    /// [`body_hash`] of the whole body, when it came in one job.
+    hash: Option<u64>,
 }
 
 enum Body {
@@ -63,48 +63,14 @@ enum Body {
 pub(crate) struct Pending {
     pub(crate) tmp: PathBuf,
     pub(crate) file: BufWriter<Box<dyn WriteFile>>,
-    rv_at: u64,
-    length_at: u64,
-    header_len: u64,
+    pub(crate) rv_at: u64,
+    pub(crate) length_at: u64,
+    pub(crate) header_len: u64,
     pub(crate) written: u64,
     /// The header written (its resourceVersion and length are fixed at
     /// publish time).
-    meta: EntryMeta,
+    pub(crate) meta: EntryMeta,
 }
-
-/// FNV-1a: the writer's maps are keyed by paths and ids it made itself,
-/// so a keyed (DoS-resistant) hash buys nothing and costs per request.
-#[derive(Default)]
-pub(crate) struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
-
-/// What the writer knows of a published entry.
-struct Known {
-    meta: Arc<EntryMeta>,
-    /// Its last-read time as last set (write or touch).
-    touched: SystemTime,
-}
-
-/// Entries remembered at most (the index is dropped and rebuilt past it).
-const MAX_KNOWN: usize = 4096;
 
 /// Events waiting to be applied to one list.
 pub(crate) struct Batch {
@@ -123,10 +89,9 @@ pub(crate) struct Writer<F: Fs> {
     pub(crate) pages: Pages,
     pub(crate) batches: HashMap<CacheKey, Batch>,
     pub(crate) frozen: HashSet<CacheKey>,
-    logged: HashSet<Failure>,
-    /// Headers of entries seen, so that re-reading an unchanged object
-    /// (the usual online GET) costs no open, read or parse.
-    known: RefCell<FastMap<OsString, Known>>,
+    pub(crate) logged: HashSet<Failure>,
+    /// Headers and body hashes of the entries published.
+    pub(crate) index: Index,
 }
 
 impl<F: Fs> Writer<F> {
@@ -139,7 +104,7 @@ impl<F: Fs> Writer<F> {
             batches: HashMap::new(),
             frozen: HashSet::new(),
             logged: HashSet::new(),
-            known: RefCell::new(FastMap::default()),
+            index: Index::default(),
         }
     }
 
@@ -178,8 +143,12 @@ impl<F: Fs> Writer<F> {
             Job::Commit { id } => self.commit(id),
             Job::Whole { id, spec, body } => {
                 self.shared.release(body.len());
-                if !self.repeats(&spec, &body) {
+                let hash = body_hash(&body);
+                if !self.repeats(&spec, &body, hash) {
                     self.begin(id, spec);
+                    if let Some(open) = self.open.get_mut(&id) {
+                        open.hash = Some(hash);
+                    }
                     self.data(id, &body);
                     self.commit(id);
                 }
@@ -211,26 +180,41 @@ impl<F: Fs> Writer<F> {
     /// The fast path of the usual online GET: a small answer that repeats
     /// the published entry (same status, content type, known reader,
     /// resourceVersion and length) is not written at all.
-    fn repeats(&mut self, spec: &TeeSpec, body: &[u8]) -> bool {
-        if let AnswerKind::List { continued } = &spec.kind {
-            if paging::classify(continued.as_deref(), body) != Page::Whole {
-                return false;
-            }
-        }
-        let dest = self.shared.dir.join(spec.key.rel_path());
-        let Some(old) = self.known_meta(&dest) else {
+    fn repeats(&mut self, spec: &TeeSpec, body: &[u8], hash: u64) -> bool {
+        let dest = self.dest_of(&spec.key);
+        let Some((old, old_hash)) = self.known_entry(&dest) else {
             return false;
         };
-        let rv = crate::json::resource_version(body);
-        let same = old.status == spec.status
+        let header_same = old.status == spec.status
             && old.content_type == spec.content_type
+            && old.length == body.len() as u64
             && spec
                 .credential
                 .as_ref()
-                .is_none_or(|c| old.allow.contains(c))
-            && rv.is_some()
-            && old.resource_version == rv
-            && old.length == body.len() as u64;
+                .is_none_or(|c| old.allow.contains(c));
+        if !header_same {
+            return false;
+        }
+        if let AnswerKind::List { continued } = &spec.kind {
+            if continued.is_some() {
+                return false; // a page, never the list itself
+            }
+        }
+        let same = match old_hash {
+            Some(old_hash) => old_hash == hash,
+            // Not seen whole since a restart: the resourceVersion decides
+            // (lists and objects change it on every change), and is
+            // whole-list only if the body says no more pages follow.
+            None => {
+                let rv = crate::json::resource_version(body);
+                let whole = !matches!(spec.kind, AnswerKind::List { .. })
+                    || paging::classify(None, body) == Page::Whole;
+                whole && rv.is_some() && old.resource_version == rv
+            }
+        };
+        if same && old_hash.is_none() {
+            self.index.note_hash(&dest, hash);
+        }
         if same {
             self.keep_unchanged(&dest);
             if matches!(spec.kind, AnswerKind::List { .. }) {
@@ -241,7 +225,7 @@ impl<F: Fs> Writer<F> {
     }
 
     fn begin(&mut self, id: u64, spec: Box<TeeSpec>) {
-        let dest = self.shared.dir.join(spec.key.rel_path());
+        let dest = self.dest_of(&spec.key);
         let previous = self.known_meta(&dest);
         let mut meta = EntryMeta {
             status: spec.status,
@@ -282,6 +266,7 @@ impl<F: Fs> Writer<F> {
             same_as,
             prefix: Vec::new(),
             body,
+            hash: None,
         };
         self.open.insert(id, open);
     }
@@ -379,6 +364,9 @@ impl<F: Fs> Writer<F> {
             self.failed(&e, &open.dest);
             return;
         }
+        if let (Some(hash), false) = (open.hash, is_page) {
+            self.index.note_hash(&open.dest, hash);
+        }
         match page {
             Some(Page::Whole) => self.fresh_list(&list_key),
             Some(Page::Part { this, next }) => {
@@ -423,15 +411,13 @@ impl<F: Fs> Writer<F> {
     fn keep_unchanged(&self, dest: &Path) {
         StoreStats::add(&self.shared.stats.unchanged, 1);
         let now = SystemTime::now();
-        let mut known = self.known.borrow_mut();
-        if let Some(k) = known.get_mut(dest.as_os_str()) {
-            if now.duration_since(k.touched).unwrap_or_default() < crate::cache::gc::TOUCH_AFTER {
-                return;
+        if self
+            .index
+            .needs_touch(dest, now, crate::cache::gc::TOUCH_AFTER)
+        {
+            if let Ok(file) = self.fs.open(dest) {
+                crate::cache::gc::touch(&file);
             }
-            k.touched = now;
-        }
-        if let Ok(file) = self.fs.open(dest) {
-            crate::cache::gc::touch(&file);
         }
     }
 
@@ -450,14 +436,31 @@ impl<F: Fs> Writer<F> {
         self.known_meta(dest).map(|m| (*m).clone())
     }
 
+    /// Where `key`'s entry lives, built in one string.
+    fn dest_of(&self, key: &CacheKey) -> PathBuf {
+        let mut rel = String::with_capacity(160);
+        key.rel_path_into(&mut rel);
+        let dir = self.shared.dir.as_os_str();
+        let mut path = OsString::with_capacity(dir.len() + 1 + rel.len());
+        path.push(dir);
+        path.push("/");
+        path.push(&rel);
+        PathBuf::from(path)
+    }
+
     /// The header of the valid entry at `dest`: remembered, or read (and
     /// then remembered).
     fn known_meta(&self, dest: &Path) -> Option<Arc<EntryMeta>> {
-        if let Some(k) = self.known.borrow().get(dest.as_os_str()) {
+        self.known_entry(dest).map(|(meta, _)| meta)
+    }
+
+    /// [`Writer::known_meta`] with the body's hash, if known.
+    fn known_entry(&self, dest: &Path) -> Option<(Arc<EntryMeta>, Option<u64>)> {
+        if let Some(known) = self.index.get(dest) {
             // One stat keeps the index honest if the file went away
             // behind our back (an operator cleaning the cache).
             if std::fs::symlink_metadata(dest).is_ok() {
-                return Some(k.meta.clone());
+                return Some(known);
             }
         }
         let mut file = self.fs.open(dest).ok()?;
@@ -468,137 +471,7 @@ impl<F: Fs> Writer<F> {
             .and_then(|m| m.modified())
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let meta = Arc::new(meta);
-        self.remember(dest, meta.clone(), touched);
-        Some(meta)
-    }
-
-    fn remember(&self, dest: &Path, meta: Arc<EntryMeta>, touched: SystemTime) {
-        let mut known = self.known.borrow_mut();
-        if known.len() >= MAX_KNOWN {
-            known.clear();
-        }
-        known.insert(dest.as_os_str().to_owned(), Known { meta, touched });
-    }
-
-    /// A temp file next to `dest` with `meta`'s header written.
-    pub(crate) fn create_tmp(&self, dest: &Path, meta: &EntryMeta) -> io::Result<Pending> {
-        let dir = dest.parent().unwrap_or(&self.shared.dir);
-        self.fs.create_dir_all(dir)?;
-        let tmp = dir.join(format!(
-            "{TMP_PREFIX}{}-{}",
-            std::process::id(),
-            self.shared.new_id()
-        ));
-        let header = meta.encode().map_err(io::Error::other)?;
-        let file = self.fs.create(&tmp)?;
-        let mut file = BufWriter::with_capacity(32 * 1024, file);
-        if let Err(e) = file.write_all(&header.bytes) {
-            drop(file);
-            self.discard(&tmp);
-            return Err(e);
-        }
-        Ok(Pending {
-            tmp,
-            file,
-            rv_at: header.rv_at as u64,
-            length_at: header.length_at as u64,
-            header_len: header.bytes.len() as u64,
-            written: 0,
-            meta: meta.clone(),
-        })
-    }
-
-    /// Fixes the padded fields, fsyncs, renames over `dest`, fsyncs the
-    /// directory. On failure the temp file is gone.
-    pub(crate) fn publish(&self, p: Pending, rv: Option<&str>, dest: &Path) -> io::Result<()> {
-        let tmp = p.tmp.clone();
-        let result = self.publish_inner(p, rv, dest);
-        if result.is_err() {
-            self.discard(&tmp);
-        }
-        result
-    }
-
-    fn publish_inner(&self, p: Pending, rv: Option<&str>, dest: &Path) -> io::Result<()> {
-        let mut file = p.file.into_inner().map_err(|e| e.into_error())?;
-        let rv_text = padded(rv.unwrap_or(""), RV_WIDTH);
-        file.write_at(rv_text.as_bytes(), p.rv_at)?;
-        let length = padded(&p.written.to_string(), LENGTH_WIDTH);
-        file.write_at(length.as_bytes(), p.length_at)?;
-        file.sync()?;
-        drop(file);
-        let old_len = self
-            .fs
-            .open(dest)
-            .and_then(|f| f.metadata())
-            .map(|m| m.len() as i64)
-            .ok();
-        self.fs.rename(&p.tmp, dest)?;
-        if let Some(dir) = dest.parent() {
-            self.fs.sync_dir(dir)?;
-        }
-        let new_len = (p.header_len + p.written) as i64;
-        let mut meta = p.meta;
-        meta.resource_version = rv.map(str::to_owned);
-        meta.length = p.written;
-        self.remember(dest, Arc::new(meta), SystemTime::now());
-        let stats = &self.shared.stats;
-        stats
-            .bytes
-            .fetch_add(new_len - old_len.unwrap_or(0), Ordering::Relaxed);
-        if old_len.is_none() {
-            stats.entries.fetch_add(1, Ordering::Relaxed);
-        }
-        StoreStats::add(&stats.writes, 1);
-        StoreStats::add(&stats.bytes_written, new_len as u64);
-        Ok(())
-    }
-
-    /// Removes a temp file (and syncs its directory).
-    pub(crate) fn discard(&self, tmp: &Path) {
-        if self.fs.remove(tmp).is_ok() {
-            if let Some(dir) = tmp.parent() {
-                let _ = self.fs.sync_dir(dir);
-            }
-        }
-    }
-
-    /// Removes an entry file, its directory synced, the counters kept
-    /// right; whether it was there.
-    pub(crate) fn remove_entry(&self, path: &Path) -> bool {
-        let len = self
-            .fs
-            .open(path)
-            .and_then(|f| f.metadata())
-            .map(|m| m.len());
-        if self.fs.remove(path).is_err() {
-            return false;
-        }
-        if let Some(dir) = path.parent() {
-            if let Err(e) = self.fs.sync_dir(dir) {
-                log::debug!("cache: fsync of {}: {e}", dir.display());
-            }
-        }
-        let stats = &self.shared.stats;
-        stats.entries.fetch_sub(1, Ordering::Relaxed);
-        stats
-            .bytes
-            .fetch_sub(len.unwrap_or(0) as i64, Ordering::Relaxed);
-        true
-    }
-
-    /// Counts a failed write and logs the first of each kind.
-    pub(crate) fn failed(&mut self, e: &io::Error, path: &Path) {
-        let kind = Failure::of(e);
-        self.shared.stats.count_failure(kind);
-        if self.logged.insert(kind) {
-            log::warn!(
-                "cache: cannot write {} ({}): {e}; answers are still proxied, not cached (logged once per kind, counted in lite_apiserver_cache_write_failures_total)",
-                path.display(),
-                kind.as_str()
-            );
-        } else {
-            log::debug!("cache: cannot write {}: {e}", path.display());
-        }
+        self.index.remember(dest, meta.clone(), touched);
+        Some((meta, None))
     }
 }

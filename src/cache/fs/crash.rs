@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::record::{DataCut, DirCut, Image, Log, Model, Op, RecordFs, Sabotage};
+use super::model::{DataCut, DirCut, Image, Model};
+use super::record::{Log, Op, RecordFs, Sabotage};
 use crate::auth::identity::{Agent, Credential};
 use crate::cache::file::{is_entry_name, FileStore, Miss};
 use crate::cache::key::CacheKey;
@@ -318,52 +319,8 @@ impl Case {
         }
         let store = FileStore::open(scratch).unwrap();
         for e in self.expect.values() {
-            let rel = e.key.rel_path();
-            match store.read(&e.key).await {
-                Ok(entry) => {
-                    let rv = entry.meta.resource_version.clone();
-                    let Some(body) = entry.read_all(u64::MAX).await else {
-                        out.push(format!("unreadable: {ctx}: {}", rel.display()));
-                        continue;
-                    };
-                    let body_rv = crate::json::resource_version(&body);
-                    if exact && e.after.as_deref() != Some(&body[..]) {
-                        out.push(format!(
-                            "not-durable: {ctx}: {} is not its new version ({} bytes)",
-                            rel.display(),
-                            body.len()
-                        ));
-                    } else if !e.allows(&body) {
-                        out.push(format!(
-                            "served-torn: {ctx}: {} served {} bytes that are no version the test wrote: {:?}",
-                            rel.display(),
-                            body.len(),
-                            String::from_utf8_lossy(&body[..body.len().min(120)])
-                        ));
-                    } else if rv != body_rv {
-                        out.push(format!(
-                            "served-torn: {ctx}: {} header resource-version {rv:?} but body {body_rv:?}",
-                            rel.display()
-                        ));
-                    }
-                }
-                Err(Miss::Torn) => out.push(format!(
-                    "torn: {ctx}: {} is torn (refused as a miss, but neither old nor new)",
-                    rel.display()
-                )),
-                Err(Miss::Absent) => {
-                    if exact && e.after.is_some() {
-                        out.push(format!(
-                            "not-durable: {ctx}: {} is missing after flush",
-                            rel.display()
-                        ));
-                    } else if e.before.is_some() && e.after.is_some() {
-                        out.push(format!(
-                            "lost: {ctx}: {} is gone (both its old and its new version)",
-                            rel.display()
-                        ));
-                    }
-                }
+            if let Some(problem) = check_entry(&store, e, ctx, exact).await {
+                out.push(problem);
             }
         }
         store.close().await;
@@ -390,6 +347,49 @@ impl Case {
             self.name
         );
         assert!(live == real, "{}: the model's bytes differ", self.name);
+    }
+}
+
+/// What is wrong with one expected entry in a crash state, if anything.
+async fn check_entry(store: &FileStore, e: &Expect, ctx: &str, exact: bool) -> Option<String> {
+    let rel = e.key.rel_path();
+    let rel = rel.display();
+    match store.read(&e.key).await {
+        Ok(entry) => {
+            let rv = entry.meta.resource_version.clone();
+            let Some(body) = entry.read_all(u64::MAX).await else {
+                return Some(format!("unreadable: {ctx}: {rel}"));
+            };
+            let body_rv = crate::json::resource_version(&body);
+            if exact && e.after.as_deref() != Some(&body[..]) {
+                Some(format!(
+                    "not-durable: {ctx}: {rel} is not its new version ({} bytes)",
+                    body.len()
+                ))
+            } else if !e.allows(&body) {
+                Some(format!(
+                    "served-torn: {ctx}: {rel} served {} bytes that are no version the test wrote: {:?}",
+                    body.len(),
+                    String::from_utf8_lossy(&body[..body.len().min(120)])
+                ))
+            } else if rv != body_rv {
+                Some(format!(
+                    "served-torn: {ctx}: {rel} header resource-version {rv:?} but body {body_rv:?}"
+                ))
+            } else {
+                None
+            }
+        }
+        Err(Miss::Torn) => Some(format!(
+            "torn: {ctx}: {rel} is torn (refused as a miss, but neither old nor new)"
+        )),
+        Err(Miss::Absent) if exact && e.after.is_some() => {
+            Some(format!("not-durable: {ctx}: {rel} is missing after flush"))
+        }
+        Err(Miss::Absent) if e.before.is_some() && e.after.is_some() => Some(format!(
+            "lost: {ctx}: {rel} is gone (both its old and its new version)"
+        )),
+        Err(Miss::Absent) => None,
     }
 }
 
@@ -465,193 +465,8 @@ fn build(image: &Image, dir: &Path) {
     }
 }
 
-// The scenarios. Each returns its outcome, so the sabotage tests can run
-// the same ones against a broken writer.
-
-async fn new_entry_in_new_directories(sabotage: Option<Sabotage>) -> Outcome {
-    let mut c = Case::new("new-entry", sabotage);
-    c.start().await;
-    let k = key("/api/v1/namespaces/edge/configmaps/a");
-    let body = obj("a", 1, 100);
-    c.put(&k, &body, AnswerKind::Object);
-    c.becomes(&k, Some(&body));
-    c.finish().await
-}
-
-async fn replace_small(sabotage: Option<Sabotage>) -> Outcome {
-    let mut c = Case::new("replace-small", sabotage);
-    let k = key("/api/v1/namespaces/edge/configmaps/a");
-    let (v1, v2) = (obj("a", 1, 100), obj("a", 2, 120));
-    c.put(&k, &v1, AnswerKind::Object);
-    c.has(&k, &v1);
-    c.start().await;
-    c.put(&k, &v2, AnswerKind::Object);
-    c.becomes(&k, Some(&v2));
-    c.finish().await
-}
-
-async fn replace_large(sabotage: Option<Sabotage>) -> Outcome {
-    let mut c = Case::new("replace-large", sabotage);
-    // Same reader: collected in memory, then streamed once it outgrows
-    // the limit. New reader: streamed to a temp file from the start.
-    let same = key("/api/v1/namespaces/edge/configmaps/big-same");
-    let new_reader = key("/api/v1/namespaces/edge/configmaps/big-new");
-    let v1 = obj("big", 1, 200_000);
-    c.put(&same, &v1, AnswerKind::Object);
-    c.put(&new_reader, &v1, AnswerKind::Object);
-    c.has(&same, &v1);
-    c.has(&new_reader, &v1);
-    c.start().await;
-    let v2 = obj("big", 2, 210_000);
-    c.put(&same, &v2, AnswerKind::Object);
-    let other = Credential::ClientCert("someone-else".into());
-    c.put_as(&new_reader, &v2, AnswerKind::Object, &other);
-    c.becomes(&same, Some(&v2));
-    c.becomes(&new_reader, Some(&v2));
-    c.finish().await
-}
-
-async fn unchanged_answer(sabotage: Option<Sabotage>) -> Outcome {
-    let mut c = Case::new("unchanged", sabotage);
-    let k = key("/api/v1/namespaces/edge/configmaps/a");
-    let v1 = obj("a", 1, 100);
-    c.put(&k, &v1, AnswerKind::Object);
-    c.has(&k, &v1);
-    c.start().await;
-    c.put(&k, &v1, AnswerKind::Object);
-    c.finish().await
-}
-
-async fn list_patched_by_events(sabotage: Option<Sabotage>) -> Outcome {
-    let mut c = Case::new("events", sabotage);
-    let list = key("/api/v1/namespaces/edge/pods");
-    let (a1, b2) = (obj("a", 1, 50), obj("b", 2, 50));
-    let old = pod_list(2, &[a1.clone(), b2.clone()]);
-    c.put(&list, &old, WHOLE);
-    let (obj_a, obj_b) = (
-        list.item(Some("edge"), "a").unwrap(),
-        list.item(Some("edge"), "b").unwrap(),
-    );
-    c.put(&obj_a, &a1, AnswerKind::Object);
-    c.put(&obj_b, &b2, AnswerKind::Object);
-    c.has(&list, &old);
-    c.has(&obj_a, &a1);
-    c.has(&obj_b, &b2);
-    c.start().await;
-    let a3 = obj("a", 3, 60);
-    c.store.push_events(
-        &list,
-        vec![
-            event(EventType::Modified, "a", 3, &a3),
-            event(EventType::Deleted, "b", 4, &b2),
-        ],
-    );
-    c.becomes(&list, Some(&pod_list(4, std::slice::from_ref(&a3))));
-    c.becomes(&obj_a, Some(&a3));
-    c.becomes(&obj_b, None);
-    c.finish().await
-}
-
-async fn paged_list_assembled(sabotage: Option<Sabotage>) -> Outcome {
-    let mut c = Case::new("pages", sabotage);
-    let list = key("/api/v1/namespaces/edge/pods");
-    let old = pod_list(5, &[obj("p0", 5, 10)]);
-    c.put(&list, &old, WHOLE);
-    c.has(&list, &old);
-    c.start().await;
-    let page1 = format!(
-        r#"{{"kind":"PodList","metadata":{{"resourceVersion":"7","continue":"c1"}},"items":[{}]}}"#,
-        obj("p1", 6, 3000)
-    );
-    let page2 = pod_list(7, &[obj("p2", 7, 3000)]);
-    c.put(&list, &page1, WHOLE);
-    let next = AnswerKind::List {
-        continued: Some("c1".into()),
-    };
-    c.put(&list, &page2, next);
-    c.passes(&list.page(None), &page1);
-    c.passes(&list.page(Some("c1")), &page2);
-    let mut merged = Vec::new();
-    let (mut r1, mut r2) = (page1.as_bytes(), page2.as_bytes());
-    let mut sources: [&mut dyn std::io::Read; 2] = [&mut r1, &mut r2];
-    crate::cache::patch::merge_pages(&mut sources, &mut merged).unwrap();
-    let merged = String::from_utf8(merged).unwrap();
-    assert!(merged.contains("\"p1\"") && merged.contains("\"p2\"") && !merged.contains("c1"));
-    c.becomes(&list, Some(&merged));
-    c.finish().await
-}
-
-async fn converge_removes_objects(sabotage: Option<Sabotage>) -> Outcome {
-    let mut c = Case::new("converge", sabotage);
-    let list = key("/api/v1/namespaces/edge/pods");
-    let items: Vec<String> = ["a", "b", "gone"].map(|n| obj(n, 3, 20)).to_vec();
-    let old = pod_list(3, &items);
-    c.put(&list, &old, WHOLE);
-    c.has(&list, &old);
-    for (name, body) in ["a", "b", "gone"].iter().zip(&items) {
-        let k = list.item(Some("edge"), name).unwrap();
-        c.put(&k, body, AnswerKind::Object);
-        c.has(&k, body);
-    }
-    c.start().await;
-    let new = pod_list(9, &items[..2]);
-    c.put(&list, &new, WHOLE);
-    c.becomes(&list, Some(&new));
-    c.becomes(&list.item(Some("edge"), "gone").unwrap(), None);
-    c.finish().await
-}
-
-async fn gc_removes_expired(sabotage: Option<Sabotage>) -> Outcome {
-    let mut c = Case::new("gc", sabotage);
-    let old = key("/api/v1/namespaces/old/configmaps/x");
-    let young = key("/api/v1/namespaces/edge/configmaps/y");
-    let (x, y) = (obj("x", 1, 10), obj("y", 2, 10));
-    c.put(&old, &x, AnswerKind::Object);
-    c.put(&young, &y, AnswerKind::Object);
-    c.has(&old, &x);
-    c.has(&young, &y);
-    c.store.flush().await;
-    let now = SystemTime::now();
-    let path = c.dir.join(old.rel_path());
-    let age = |p: &Path, secs: u64| {
-        let f = std::fs::File::options().write(true).open(p).unwrap();
-        f.set_modified(now - Duration::from_secs(secs)).unwrap();
-    };
-    // A temp file a crash left an hour ago and more: GC removes it too.
-    let stale = path.with_file_name(".tmp-1-1");
-    std::fs::write(&stale, b"half").unwrap();
-    c.start().await;
-    // Aged after start(): its reads of the setup refresh the read time.
-    age(&path, 10 * 86_400);
-    age(&stale, 7200);
-    let stats = c.store.gc(Duration::from_secs(7 * 86_400)).await;
-    assert_eq!((stats.removed, stats.kept), (1, 1), "{stats:?}");
-    c.becomes(&old, None);
-    c.finish().await
-}
-
-async fn aborted_tee(sabotage: Option<Sabotage>) -> Outcome {
-    let mut c = Case::new("aborted", sabotage);
-    let k = key("/api/v1/namespaces/edge/configmaps/a");
-    let v1 = obj("a", 1, 100);
-    c.put(&k, &v1, AnswerKind::Object);
-    c.has(&k, &v1);
-    c.start().await;
-    let fresh = key("/api/v1/namespaces/fresh/configmaps/n");
-    for (target, size) in [(&k, 100_000), (&k, 30_000), (&fresh, 100_000)] {
-        let mut tee = c.store.tee(TeeSpec {
-            key: target.clone(),
-            status: 200,
-            content_type: "application/json".into(),
-            credential: Some(c.cred.clone()),
-            kind: AnswerKind::Object,
-        });
-        let body = obj("a", 2, size);
-        tee.write(&body.as_bytes()[..body.len() - 10]);
-        drop(tee);
-    }
-    c.finish().await
-}
+mod scenarios;
+use scenarios::*;
 
 fn run(f: impl std::future::Future<Output = Outcome>) -> Outcome {
     smol::block_on(f)

@@ -73,9 +73,7 @@ fn skip_plain(b: &[u8], mut j: usize) -> usize {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
     while let Some(chunk) = b.get(j..j + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
+        let x = word(chunk);
         let special = has_zero(x ^ (ONES * u64::from(b'"')))
             | has_zero(x ^ (ONES * u64::from(b'\\')))
             | (x.wrapping_sub(ONES * 0x20) & !x & HIGH);
@@ -85,6 +83,13 @@ fn skip_plain(b: &[u8], mut j: usize) -> usize {
         j += 8;
     }
     j
+}
+
+/// Eight bytes as a little-endian word (0 unless `b` has exactly eight).
+/// Through a `&[u8; 8]`, which compiles to one load: at opt-level "z",
+/// `copy_from_slice` into an array becomes a memcpy call.
+pub fn word(b: &[u8]) -> u64 {
+    <&[u8; 8]>::try_from(b).map_or(0, |w| u64::from_le_bytes(*w))
 }
 
 /// The range of the value starting at or after `i` (leading whitespace

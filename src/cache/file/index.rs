@@ -33,9 +33,7 @@ impl std::hash::Hasher for Fnv {
         };
         let mut words = bytes.chunks_exact(8);
         for w in &mut words {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(w);
-            h = (h ^ u64::from_le_bytes(a)).wrapping_mul(0x100_0000_01b3);
+            h = (h ^ crate::json::word(w)).wrapping_mul(0x100_0000_01b3);
         }
         for &b in words.remainder() {
             h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
@@ -63,9 +61,7 @@ pub(crate) fn body_hash(bytes: &[u8]) -> u64 {
     let mut h = key ^ (bytes.len() as u64).wrapping_mul(M);
     let mut words = bytes.chunks_exact(8);
     for w in &mut words {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(w);
-        h = (h ^ u64::from_le_bytes(a)).wrapping_mul(M).rotate_left(29);
+        h = (h ^ crate::json::word(w)).wrapping_mul(M).rotate_left(29);
     }
     for &b in words.remainder() {
         h = (h ^ u64::from(b)).wrapping_mul(M).rotate_left(29);

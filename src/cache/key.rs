@@ -127,6 +127,29 @@ impl CacheKey {
         PathBuf::from(out)
     }
 
+    /// `dir/` followed by the entry file's relative path, in one buffer.
+    pub fn path_in(&self, dir: &std::path::Path) -> PathBuf {
+        let parts = [
+            self.agent.as_str(),
+            "/",
+            &self.path,
+            "@",
+            &self.variant,
+            self.page.as_ref().map_or("", |_| PAGE_MARK),
+            self.page.as_deref().unwrap_or(""),
+            ".json",
+        ];
+        let dir = dir.as_os_str();
+        let len = dir.len() + 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut out = std::ffi::OsString::with_capacity(len);
+        out.push(dir);
+        out.push("/");
+        for part in parts {
+            out.push(part);
+        }
+        PathBuf::from(out)
+    }
+
     /// Appends the entry file's path, relative to the cache dir.
     pub fn rel_path_into(&self, out: &mut String) {
         out.push_str(self.agent.as_str());
@@ -241,6 +264,9 @@ fn resource_prefix<'a, 'b>(segments: &'b [&'a str]) -> Option<(usize, &'b [&'a s
 
 /// `/api/v1/watch/...` and `/apis/G/V/watch/...` share the list's key.
 fn drop_watch_segment(path: String) -> String {
+    if !path.contains("watch/") {
+        return path;
+    }
     let segments: Vec<&str> = path.split('/').collect();
     match resource_prefix(&segments) {
         Some((prefix, rest)) if rest.first() == Some(&"watch") && rest.len() > 1 => {

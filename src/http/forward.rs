@@ -47,7 +47,9 @@ impl ForwardHead {
             HttpError::BadFraming(why) => why,
             _ => "transfer codings other than chunked are not implemented",
         });
-        let mut head = Vec::with_capacity(used + 64);
+        // Room for the relay's framing fields and the first body piece,
+        // which go out in the same write.
+        let mut head = Vec::with_capacity(used + 64 + super::conn::INITIAL_BUFFER);
         head.extend_from_slice(b"HTTP/1.1 ");
         push_status(status, &mut head);
         head.push(b' ');

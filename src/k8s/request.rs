@@ -4,6 +4,8 @@
 //! offline answers (404 vs 503, heartbeat, TokenRequest) all start from this
 //! classification, so it lives in one place.
 
+use std::borrow::Cow;
+
 /// The Kubernetes verb of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
@@ -268,7 +270,7 @@ pub fn unescape(text: &str, plus_is_space: bool) -> Option<Vec<u8>> {
 /// The path's segments, each percent-decoded once, and whether they are
 /// beyond doubt: no bad escape, no encoded `/`, no empty, `.` or `..`
 /// segment (routers and the apiserver's resolver could differ on those).
-fn decode_path(path: &str) -> (Vec<String>, bool) {
+fn decode_path(path: &str) -> (Vec<Cow<'_, str>>, bool) {
     let mut certain = true;
     let raw = path.strip_prefix('/').unwrap_or(path);
     if raw.is_empty() {
@@ -278,7 +280,7 @@ fn decode_path(path: &str) -> (Vec<String>, bool) {
         .split('/')
         .map(|raw| {
             if !raw.is_empty() && raw != "." && raw != ".." && !raw.contains('%') {
-                return raw.to_owned();
+                return Cow::Borrowed(raw);
             }
             let decoded = unescape(raw, false).unwrap_or_else(|| {
                 certain = false;
@@ -288,7 +290,7 @@ fn decode_path(path: &str) -> (Vec<String>, bool) {
             if text.is_empty() || text == "." || text == ".." || text.contains('/') {
                 certain = false;
             }
-            text
+            Cow::Owned(text)
         })
         .collect();
     (segments, certain)
@@ -304,8 +306,8 @@ enum Special {
 
 /// Splits a path under `/api/v1` or `/apis/G/V` as the apiserver's
 /// request-info resolver does.
-fn parse_resource(segs: &[String]) -> Option<(Resource, Special)> {
-    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+fn parse_resource(segs: &[Cow<'_, str>]) -> Option<(Resource, Special)> {
+    let segs: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
     let (prefix, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => (format!("/api/{v}"), rest),
         ["apis", g, v, rest @ ..] => (format!("/apis/{g}/{v}"), rest),

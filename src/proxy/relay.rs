@@ -71,7 +71,6 @@ where
     // The head goes out with the first piece of the body: one TLS record
     // (and one write) for a small answer instead of two.
     sink.pending = std::mem::take(&mut response.head);
-    sink.pending.reserve(crate::http::conn::INITIAL_BUFFER + 16);
     let streaming = class.verb == Verb::Watch || up_framing == Framing::Close;
     let stopped =
         pump_until_stopped(ctx, &mut lease, &mut sink, caller, up_framing, streaming).await;

@@ -13,7 +13,6 @@
 //! spared); only its last-read time moves.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -436,16 +435,9 @@ impl<F: Fs> Writer<F> {
         self.known_meta(dest).map(|m| (*m).clone())
     }
 
-    /// Where `key`'s entry lives, built in one string.
+    /// Where `key`'s entry lives.
     fn dest_of(&self, key: &CacheKey) -> PathBuf {
-        let mut rel = String::with_capacity(160);
-        key.rel_path_into(&mut rel);
-        let dir = self.shared.dir.as_os_str();
-        let mut path = OsString::with_capacity(dir.len() + 1 + rel.len());
-        path.push(dir);
-        path.push("/");
-        path.push(&rel);
-        PathBuf::from(path)
+        key.path_in(&self.shared.dir)
     }
 
     /// The header of the valid entry at `dest`: remembered, or read (and

@@ -10,6 +10,8 @@
 use std::fmt;
 use std::ops::Range;
 
+pub mod items;
+
 /// Why a value could not be scanned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JsonError {

@@ -268,7 +268,7 @@ fn offline_watch_heartbeat_and_tokens() {
         .to_owned();
     let lease_path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/edge-1";
     let lease = node.get(lease_path, &[KUBELET]).json();
-    let token_req = br#"{"kind":"TokenRequest","apiVersion":"authentication.k8s.io/v1","spec":{"audiences":["https://kubernetes.default.svc.cluster.local"],"expirationSeconds":3}}"#;
+    let token_req = br#"{"kind":"TokenRequest","apiVersion":"authentication.k8s.io/v1","spec":{"audiences":["https://kubernetes.default.svc.cluster.local"],"expirationSeconds":8}}"#;
     let token_path = "/api/v1/namespaces/edge/serviceaccounts/default/token";
     let issued = node.request(
         "POST",
@@ -277,6 +277,7 @@ fn offline_watch_heartbeat_and_tokens() {
         token_req,
     );
     assert_eq!(issued.status, 201);
+    let issued_at = Instant::now();
     let token = issued.json()["status"]["token"]
         .as_str()
         .unwrap()
@@ -361,7 +362,10 @@ fn offline_watch_heartbeat_and_tokens() {
         replay.json()["status"]["token"].as_str(),
         Some(token.as_str())
     );
-    std::thread::sleep(Duration::from_millis(3500));
+    // Past the token's 8 s (and the double's second-granular timestamp).
+    std::thread::sleep(
+        (issued_at + Duration::from_millis(9500)).saturating_duration_since(Instant::now()),
+    );
     let expired = node.request(
         "POST",
         token_path,
@@ -407,35 +411,4 @@ fn reboot_while_offline_brings_every_pod_back() {
         .collect();
     names.sort();
     assert_eq!(names, ["web-1", "web-2", "web-3", "web-9"]);
-}
-
-#[test]
-fn watch_list_requests_fall_back_to_list_then_watch() {
-    let s = Setup::new("watch-list");
-    let node = s.client(Some(&s.pki.node));
-    s.double.clear_requests();
-    // What a client-go >= 1.35 informer sends first.
-    let path = "/api/v1/pods?fieldSelector=spec.nodeName%3Dedge-1&watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=5";
-    let r = node.get(path, &[KUBELET]);
-    assert_eq!(r.status, 422);
-    let status = r.json();
-    assert_eq!(
-        (status["kind"].as_str(), status["reason"].as_str()),
-        (Some("Status"), Some("Invalid"))
-    );
-    assert!(
-        s.double
-            .requests()
-            .iter()
-            .all(|q| !q.target.contains("sendInitialEvents")),
-        "not forwarded"
-    );
-    // Non-cached agents keep the upstream's semantics.
-    let s2 = Setup::with(
-        "watch-list-uncached",
-        support::double::Opts::default(),
-        &["--cache-agents", "kube-proxy"],
-    );
-    let other = s2.client(Some(&s2.pki.node)).get(path, &[KUBELET]);
-    assert_eq!(other.status, 200);
 }

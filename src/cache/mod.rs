@@ -9,6 +9,8 @@
 //! - [`patch`]: streaming list patching from watch events, and page merging.
 //! - [`paging`]: paged LISTs assembled into one entry.
 //! - [`live`]: watch tees.
+//! - [`initial`]: streaming lists: a list entry built from a watch's
+//!   initial events, and a cached list sent back as initial events.
 //! - [`gc`]: removal of entries not read for `--cache-ttl`.
 //! - [`names`]: which files in the cache directory are entries.
 //! - [`stats`]: counters for `/metrics`.
@@ -17,6 +19,7 @@ pub mod entry;
 pub mod file;
 pub mod fs;
 pub mod gc;
+pub mod initial;
 pub mod key;
 pub mod live;
 pub mod names;

@@ -7,7 +7,8 @@
 //!   while the request is in flight; failover; errors as `Status`.
 //! - [`relay`]: stream the upstream's answer to the client, teeing a
 //!   cacheable one into the store and a watch into its cached list.
-//! - [`offline`], [`tokens`]: what is answered when the cloud is gone.
+//! - [`offline`], [`tokens`], [`watchlist`]: what is answered when the
+//!   cloud is gone (a streaming list gets the cached list as events).
 //!
 //! Everything here works on a [`Context`]: exactly what the request path
 //! needs, built by the wiring (`server.rs`).
@@ -17,6 +18,7 @@ pub mod offline;
 pub mod online;
 pub mod relay;
 pub mod tokens;
+pub mod watchlist;
 
 use crate::auth::jwks::ServiceAccountKeys;
 use crate::cache::FileStore;

@@ -10,6 +10,9 @@
 //!   held until the client's `timeoutSeconds` (or 5 minutes) or until the
 //!   upstream is healthy again, then ended cleanly so the client re-lists
 //!   through the proxy. Never an instant EOF, which makes clients spin.
+//!   A streaming list (`sendInitialEvents=true`) first gets the cached
+//!   list's items as ADDED events and the end-of-initial-events BOOKMARK
+//!   ([`watchlist`]); with no cached list, 503 as for a LIST.
 //! - kubelet's own node Lease renewal: 200 with the request body.
 //! - TokenRequest: the cached token of the same service account while it
 //!   has not expired; else 503. Never a locally signed token.
@@ -35,6 +38,7 @@ use crate::k8s::request::{Classified, Verb};
 use crate::k8s::status::Status;
 use crate::metrics::Source;
 use crate::proxy::tokens;
+use crate::proxy::watchlist::{self, InitialEvents};
 use crate::proxy::{Context, Outcome};
 
 /// Longest an offline watch is held without `timeoutSeconds`.
@@ -313,7 +317,10 @@ where
     })
 }
 
-/// Holds an offline watch open with no events (bookmarks aside).
+/// Holds an offline watch open with no events (bookmarks aside). A
+/// streaming list (`sendInitialEvents=true`) first gets the cached list as
+/// initial events and the end bookmark; with no cached list it is refused
+/// as a LIST would be (503: never an invented empty list).
 async fn hold_watch<S>(
     ctx: &Context,
     client: &mut Conn<S>,
@@ -329,10 +336,11 @@ where
         .get_str("timeoutSeconds")
         .and_then(|v| v.parse::<u64>().ok())
         .map_or(DEFAULT_WATCH_HOLD, Duration::from_secs);
-    let bookmark = match class.query.flag("allowWatchBookmarks") {
-        true => match lookup(ctx, head, caller).await {
-            Ok(entry) => bookmark_event(entry).await,
-            Err(_) => None,
+    let bookmarks = class.query.flag("allowWatchBookmarks");
+    let initial = match class.query.flag("sendInitialEvents") {
+        true => match initial_events(ctx, head, class, caller).await {
+            Ok(initial) => Some(initial),
+            Err(status) => return refuse(client, &status, head.keep_alive()).await,
         },
         false => None,
     };
@@ -344,6 +352,15 @@ where
     res.encode(&mut out);
     client.write_all(&out).await?;
     client.flush().await?;
+    let bookmark = match (initial, bookmarks) {
+        (Some(initial), _) => Some(initial.send(client).await?.bookmark()),
+        (None, true) => match lookup(ctx, head, caller).await {
+            Ok(entry) => watchlist::bookmark_of(entry).await,
+            Err(_) => None,
+        },
+        (None, false) => None,
+    }
+    .filter(|_| bookmarks);
     ctx.metrics.watch_opened();
     let ended = hold_open(ctx, client, bookmark.as_deref(), hold).await;
     ctx.metrics.watch_closed();
@@ -355,6 +372,31 @@ where
         source: Source::Cache,
         keep_alive: head.keep_alive(),
     })
+}
+
+/// The cached list a streaming list is answered with, or the 503 of a miss.
+async fn initial_events(
+    ctx: &Context,
+    head: &crate::http::RequestHead,
+    class: &Classified,
+    caller: &Caller,
+) -> Result<InitialEvents, Status> {
+    let miss = || {
+        Status::unavailable(format!(
+            "lite-apiserver: the cloud is unreachable and {} is not cached for this client",
+            head.path()
+        ))
+    };
+    if !class.certain {
+        return Err(miss());
+    }
+    let entry = lookup(ctx, head, caller)
+        .await
+        .map_err(|status| match status.code {
+            404 => miss(),
+            _ => status,
+        })?;
+    InitialEvents::open(entry).await.ok_or_else(miss)
 }
 
 /// Keeps an offline watch open (a bookmark now and then) until `hold`
@@ -393,21 +435,4 @@ where
         Ok(())
     })
     .await
-}
-
-/// A BOOKMARK event line carrying a cached list's resourceVersion.
-async fn bookmark_event(entry: Entry) -> Option<Vec<u8>> {
-    let rv = entry.meta.resource_version.clone()?;
-    let prefix = entry.prefix(4096).await?;
-    let (kind, api_version) = crate::json::kind_and_api_version(&prefix)?;
-    let kind = kind.strip_suffix("List").unwrap_or(&kind).to_owned();
-    let mut line = String::with_capacity(128);
-    line.push_str(r#"{"type":"BOOKMARK","object":{"kind":""#);
-    crate::json::escape_into(&kind, &mut line);
-    line.push_str(r#"","apiVersion":""#);
-    crate::json::escape_into(&api_version, &mut line);
-    line.push_str(r#"","metadata":{"resourceVersion":""#);
-    crate::json::escape_into(&rv, &mut line);
-    line.push_str("\"}}}\n");
-    Some(line.into_bytes())
 }

@@ -43,9 +43,6 @@ where
         client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
         client.flush().await?;
     }
-    if caller.cached && is_watch_list(class) {
-        return refuse_watch_list(client, head).await;
-    }
     if ctx.upstream.health.is_online() {
         match ctx.upstream.connect(caller.cn.as_deref(), false).await {
             Ok(lease) => return forward(ctx, client, head, class, caller, lease).await,
@@ -53,29 +50,6 @@ where
         }
     }
     offline::answer(ctx, client, head, class, caller, Body::Unread).await
-}
-
-/// Whether this is a streaming list (`watch` with `sendInitialEvents=true`,
-/// what client-go 1.35+ informers send instead of LIST then WATCH).
-fn is_watch_list(class: &Classified) -> bool {
-    class.verb == Verb::Watch && class.query.flag("sendInitialEvents")
-}
-
-/// Cached agents get the answer of an apiserver without the WatchList
-/// feature, so client-go's reflector falls back to LIST then WATCH: a LIST
-/// is what the cache stores (and serves after a reboot while offline),
-/// and the WATCH is what keeps it current.
-async fn refuse_watch_list<S>(client: &mut Conn<S>, head: &RequestHead) -> io::Result<Outcome>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let status = Status::new(
-        422,
-        "Invalid",
-        "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: lite-apiserver serves cached clients LIST then WATCH (list again without sendInitialEvents)",
-    );
-    reply::send_status(client, &status, !head.keep_alive()).await?;
-    Ok(Outcome::local(422, head.keep_alive()))
 }
 
 /// Why a request could not be delivered upstream.

@@ -221,16 +221,8 @@ fn attach_cache<S>(
     key: CacheKey,
     response: &ForwardHead,
 ) {
-    if class.verb == Verb::Watch {
-        // Table lists are re-rendered by the server, never patched:
-        // their watches are only relayed.
-        if !key.is_table() {
-            sink.watch = Some(WatchTee::new(ctx.store.clone(), key));
-        }
-        return;
-    }
     let kind = match class.verb {
-        Verb::List => AnswerKind::List {
+        Verb::List | Verb::Watch => AnswerKind::List {
             continued: class.query.get_str("continue").map(str::to_owned),
         },
         _ => AnswerKind::Object,
@@ -239,13 +231,25 @@ fn attach_cache<S>(
         .content_type()
         .unwrap_or("application/json")
         .to_owned();
-    sink.tee = Some(ctx.store.tee(TeeSpec {
+    let spec = |key| TeeSpec {
         key,
         status: response.status,
         content_type,
         credential: caller.online_credential(),
         kind,
-    }));
+    };
+    if class.verb != Verb::Watch {
+        sink.tee = Some(ctx.store.tee(spec(key)));
+    } else if key.is_table() {
+        // Table lists are re-rendered by the server, never patched:
+        // their watches are only relayed.
+    } else if class.query.flag("sendInitialEvents") {
+        // A streaming list: its initial events are the LIST entry.
+        let list = ctx.store.tee(spec(key.clone()));
+        sink.watch = Some(WatchTee::streaming_list(ctx.store.clone(), key, list));
+    } else {
+        sink.watch = Some(WatchTee::new(ctx.store.clone(), key));
+    }
 }
 
 /// Completes when the client closes its connection (a peek sees EOF or an

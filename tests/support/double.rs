@@ -977,9 +977,13 @@ impl<'a> Request<'a> {
         let deadline = Instant::now() + Duration::from_secs(timeout);
         let bookmarks = query(q, "allowWatchBookmarks").is_some_and(|v| v == "true");
         let selectors = self.selectors();
+        // A streaming list (WatchList): the current state as ADDED events,
+        // then a BOOKMARK annotated k8s.io/initial-events-end, as the
+        // apiserver sends with resourceVersionMatch=NotOlderThan.
+        let streaming = query(q, "sendInitialEvents").is_some_and(|v| v == "true");
         let start: Option<u64> = query(q, "resourceVersion")
             .and_then(|r| r.parse().ok())
-            .filter(|r| *r > 0);
+            .filter(|r| *r > 0 && !streaming);
         out.write_all(b"HTTP/1.1 200 OK\r\nCache-Control: no-cache, private\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")?;
         out.flush()?;
         let mut cursor;
@@ -1010,6 +1014,14 @@ impl<'a> Request<'a> {
                     drop(w);
                     for o in initial {
                         write_chunk(out, &self.event_line(resource, "ADDED", &o, cursor))?;
+                    }
+                    if streaming {
+                        let line = format!(
+                            "{{\"type\":\"BOOKMARK\",\"object\":{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{{\"resourceVersion\":\"{cursor}\",\"creationTimestamp\":null,\"annotations\":{{\"k8s.io/initial-events-end\":\"true\"}}}}}}}}\n",
+                            world::kind_of(resource),
+                            world::api_version_of(prefix)
+                        );
+                        write_chunk(out, line.as_bytes())?;
                     }
                 }
             }

@@ -100,6 +100,9 @@ pub(crate) enum Job {
     Data { id: u64, bytes: Vec<u8> },
     /// It is complete.
     Commit { id: u64 },
+    /// Its resourceVersion, where its body does not say it up front (a
+    /// list built from a streaming list's events, metadata last).
+    Version { id: u64, rv: String },
     /// A small answer: Begin, Data and Commit in one.
     Whole {
         id: u64,

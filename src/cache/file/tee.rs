@@ -119,6 +119,22 @@ impl Tee {
         }
     }
 
+    /// Like [`Tee::commit`], for a body whose resourceVersion is `rv` but
+    /// not at its start (a list built from a streaming list's events).
+    pub fn commit_with_version(mut self, rv: String) {
+        if self.dropped {
+            return;
+        }
+        if let Some(spec) = self.spec.take() {
+            self.shared.send(Job::Begin { id: self.id, spec });
+        }
+        self.send_held();
+        if !self.dropped {
+            self.shared.send(Job::Version { id: self.id, rv });
+        }
+        self.commit();
+    }
+
     fn give_up(&mut self, begun: bool) {
         self.dropped = true;
         self.held = Vec::new();

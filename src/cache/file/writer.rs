@@ -47,6 +47,8 @@ struct Open {
     body: Body,
     /// [`body_hash`] of the whole body, when it came in one job.
     hash: Option<u64>,
+    /// The resourceVersion given by the tee (see `Job::Version`).
+    version: Option<String>,
 }
 
 enum Body {
@@ -140,6 +142,11 @@ impl<F: Fs> Writer<F> {
                 self.shared.release(bytes.len());
             }
             Job::Commit { id } => self.commit(id),
+            Job::Version { id, rv } => {
+                if let Some(open) = self.open.get_mut(&id) {
+                    open.version = Some(rv);
+                }
+            }
             Job::Whole { id, spec, body } => {
                 self.shared.release(body.len());
                 let hash = body_hash(&body);
@@ -266,6 +273,7 @@ impl<F: Fs> Writer<F> {
             prefix: Vec::new(),
             body,
             hash: None,
+            version: None,
         };
         self.open.insert(id, open);
     }
@@ -326,7 +334,10 @@ impl<F: Fs> Writer<F> {
         let Some(mut open) = self.open.remove(&id) else {
             return;
         };
-        let rv = crate::json::resource_version(&open.prefix);
+        let rv = open
+            .version
+            .take()
+            .or_else(|| crate::json::resource_version(&open.prefix));
         let list_key = open.spec.key.clone();
         let page = match &open.spec.kind {
             AnswerKind::Object => None,
@@ -366,16 +377,22 @@ impl<F: Fs> Writer<F> {
         if let (Some(hash), false) = (open.hash, is_page) {
             self.index.note_hash(&open.dest, hash);
         }
+        self.published_list(&list_key, page);
+    }
+
+    /// After a LIST answer (or page) was published: the list takes events
+    /// again, or the page joins its list, which is assembled once whole.
+    fn published_list(&mut self, list_key: &CacheKey, page: Option<Page>) {
         match page {
-            Some(Page::Whole) => self.fresh_list(&list_key),
+            Some(Page::Whole) => self.fresh_list(list_key),
             Some(Page::Part { this, next }) => {
                 let page_key = list_key.page(this.as_deref());
                 let done = self
                     .pages
-                    .add(&list_key, page_key, this.as_deref(), next.as_deref());
+                    .add(list_key, page_key, this.as_deref(), next.as_deref());
                 if let Some(pages) = done {
-                    if self.assemble(&list_key, &pages) {
-                        self.fresh_list(&list_key);
+                    if self.assemble(list_key, &pages) {
+                        self.fresh_list(list_key);
                     }
                 }
             }

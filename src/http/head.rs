@@ -246,6 +246,19 @@ impl RequestHead {
         }
     }
 
+    /// The same head for a body of `n` bytes sent with Content-Length
+    /// (a body read whole, sent again later).
+    pub fn with_body_length(mut self, n: u64) -> RequestHead {
+        self.headers.remove("transfer-encoding");
+        self.headers.remove("content-length");
+        self.framing = if n == 0 {
+            Framing::Empty
+        } else {
+            Framing::Length(n)
+        };
+        self
+    }
+
     /// Parses and validates a request head from the start of `buf`.
     pub fn parse(buf: &[u8]) -> Result<Parsed<RequestHead>, HttpError> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];

@@ -298,7 +298,7 @@ impl Upstream {
         token: Option<&str>,
         max: usize,
     ) -> Result<(u16, Vec<u8>), String> {
-        let mut lease = self
+        let lease = self
             .connect(identity, false)
             .await
             .map_err(|e| e.to_string())?;
@@ -313,8 +313,41 @@ impl Upstream {
             head.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
         head.push_str("\r\n");
+        self.round_trip(lease, head.as_bytes(), "GET", max).await
+    }
+
+    /// Sends a client's request later than it came (kubelet's Lease
+    /// renewal answered while offline): its own head and body, through
+    /// `identity` as its request would have gone. The status and body.
+    pub async fn send_delayed(
+        &self,
+        client: &RequestHead,
+        body: &[u8],
+        identity: Option<&str>,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let lease = self
+            .connect(identity, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        let head = client.clone().with_body_length(body.len() as u64);
+        let mut bytes = Vec::with_capacity(1024 + body.len());
+        encode_upstream_head(&head, self.server(lease.server), &mut bytes);
+        bytes.extend_from_slice(body);
+        self.round_trip(lease, &bytes, &head.method, 64 * 1024).await
+    }
+
+    /// Writes `request` on `lease`, reads the answer (at most `max` bytes
+    /// of body), cancelled when the server goes down or after
+    /// [`INTERNAL_TIMEOUT`]; the connection goes back to the pool if it can.
+    async fn round_trip(
+        &self,
+        mut lease: Lease,
+        request: &[u8],
+        method: &str,
+        max: usize,
+    ) -> Result<(u16, Vec<u8>), String> {
         let (server, epoch) = (lease.server, lease.epoch);
-        let exchange = exchange(&mut lease.conn, head.as_bytes(), "GET", max);
+        let exchange = exchange(&mut lease.conn, request, method, max);
         let result = exchange
             .or(async {
                 self.health.wait_down(server, epoch).await;
@@ -352,8 +385,9 @@ impl crate::auth::jwks::KeyFetch for Upstream {
     }
 }
 
-/// Writes `head` (no body), reads the answer: status, body (at most
-/// `max` bytes), whether the connection may be reused.
+/// Writes `head` (and the body, if any, after it), reads the answer:
+/// status, body (at most `max` bytes), whether the connection may be
+/// reused.
 pub async fn exchange(
     conn: &mut UpConn,
     head: &[u8],

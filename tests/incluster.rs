@@ -354,6 +354,47 @@ fn an_existing_address_is_left_alone_and_what_a_killed_run_left_is_adopted() {
         proxy.log_text()
     );
     assert!(!rig.has_link());
+
+    // An interface named lite-apiserver0 without the address (a killed run
+    // that had not added it yet): adopted, the address added to it, and the
+    // link deleted at the stop. A veth stands in for the dummy this kernel
+    // may lack; it exercises the same requests.
+    let ns_ip = |args: &[&str]| {
+        let ok = Command::new("ip")
+            .args(["-n", &rig.ns.name])
+            .args(args)
+            .status()
+            .expect("ip runs");
+        assert!(ok.success(), "ip {args:?}");
+    };
+    ns_ip(&["addr", "del", &format!("{IP}/32"), "dev", "lo"]);
+    ns_ip(&[
+        "link",
+        "add",
+        "lite-apiserver0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "lite-peer0",
+    ]);
+    let mut proxy = rig.proxy();
+    wait_log(
+        &proxy,
+        "adopted the existing interface lite-apiserver0 with 169.254.2.1/32",
+    );
+    assert!(
+        rig.ip(&["-o", "addr", "show", "dev", "lite-apiserver0"])
+            .contains(&format!("{IP}/32")),
+        "{}",
+        rig.addresses()
+    );
+    assert!(proxy.stop(), "no clean exit:\n{}", proxy.log_text());
+    check_address_gone(&rig, &proxy);
+    assert!(
+        !rig.ip(&["-o", "link", "show"]).contains("lite-peer0"),
+        "the link was deleted (and its veth peer with it)"
+    );
 }
 
 #[test]

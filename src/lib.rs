@@ -22,6 +22,8 @@
 //! - [`offline`], [`tokens`]: what is answered when the cloud is gone.
 //! - [`reply`], [`status`]: answers we write ourselves, as Kubernetes `Status`.
 //! - [`metrics`], [`admin`]: Prometheus counters and the plain-HTTP admin port.
+//! - [`incluster`] over [`netlink`]: the `--incluster-address` IP made local
+//!   (a dummy interface, or a /32 on `lo`) and removed at shutdown.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
@@ -31,12 +33,14 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod incluster;
 pub mod iopool;
 pub mod json;
 pub mod k8s;
 pub mod listener;
 pub mod metrics;
 pub mod net;
+pub mod netlink;
 pub mod pem;
 pub mod proxy;
 pub mod server;

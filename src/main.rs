@@ -2,8 +2,9 @@
 //!
 //! Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT) or `--help`/
 //! `--version`; 2 for bad flags or unreadable files (one line on stderr,
-//! nothing written); 1 when the daemon fails after the flags were accepted
-//! (e.g. an address is in use).
+//! nothing written), and when `--incluster-address` needs adding but the
+//! process may not (no `CAP_NET_ADMIN`); 1 when the daemon fails after the
+//! flags were accepted (e.g. an address is in use).
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -36,7 +37,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lite-apiserver: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::admin::Admin;
 use crate::auth::jwks::ServiceAccountKeys;
 use crate::cache::FileStore;
 use crate::config::Config;
+use crate::incluster::{AddressError, NodeAddress};
 use crate::listener::Accept;
 use crate::metrics::Metrics;
 use crate::proxy::Context;
@@ -41,6 +42,8 @@ pub enum RunError {
     Store(crate::cache::file::StoreError),
     /// An address could not be bound.
     Bind(SocketAddr, std::io::Error),
+    /// The `--incluster-address` IP could not be added to the node.
+    InclusterAddress(crate::incluster::AddressError),
 }
 
 impl fmt::Display for RunError {
@@ -49,11 +52,24 @@ impl fmt::Display for RunError {
             RunError::Tls(e) => write!(f, "{e}"),
             RunError::Store(e) => write!(f, "--cache-dir: {e}"),
             RunError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            RunError::InclusterAddress(e) => write!(f, "{e}"),
         }
     }
 }
 
 impl std::error::Error for RunError {}
+
+impl RunError {
+    /// The process's exit code: 2 for a deployment that cannot work as
+    /// configured (no privilege to add `--incluster-address`), as for a
+    /// bad flag; 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::InclusterAddress(AddressError::NotPermitted(..)) => 2,
+            _ => 1,
+        }
+    }
+}
 
 /// Starts every listener and background task, serves until `shutdown`
 /// completes, then flushes pending cache writes.
@@ -67,9 +83,15 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let tls = Arc::new(TlsMaterial::load(&config).map_err(RunError::Tls)?);
     let store = FileStore::open(&config.cache_dir).map_err(RunError::Store)?;
+    // Before the binds (the IP must be local); dropped last, after every
+    // listener and connection is closed, or on any error below.
+    let node_address = match config.incluster_address {
+        Some(addr) => Some(NodeAddress::ensure(addr.ip()).map_err(RunError::InclusterAddress)?),
+        None => None,
+    };
     let mut listeners = Vec::new();
-    for addr in &config.listen {
-        listeners.push(bind(*addr).await?);
+    for addr in client_addresses(&config) {
+        listeners.push(bind(addr).await?);
     }
     let admin = match config.admin_listen {
         Some(addr) => Some(bind(addr).await?),
@@ -100,7 +122,20 @@ pub async fn run(
     })
     .await;
     drop(ex);
+    drop(node_address);
     Ok(())
+}
+
+/// `--listen`, then `--incluster-address` (unless also a `--listen`): the
+/// same TLS, request path and connection cap on each.
+fn client_addresses(config: &Config) -> Vec<SocketAddr> {
+    let mut out = config.listen.clone();
+    out.extend(
+        config
+            .incluster_address
+            .filter(|a| !config.listen.contains(a)),
+    );
+    out
 }
 
 /// The request path's context.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules, lowest layer first; a module may use only modules
 /// of a lower layer (and its own files).
 const LAYERS: &[&[&str]] = &[
-    &["clock", "pem", "json", "net", "iopool"],
+    &["clock", "pem", "json", "net", "iopool", "netlink"],
     &["http"],
     &["config"],
     &["k8s"],
@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["upstream"],
     &["cache"],
     &["proxy"],
-    &["listener", "admin"],
+    &["listener", "admin", "incluster"],
     &["server"],
 ];
 const MAX_FILE_LINES: usize = 600;

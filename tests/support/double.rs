@@ -619,10 +619,14 @@ impl<'a> Request<'a> {
         (cn, cert_sha): Peer,
     ) -> Request<'a> {
         let authorization = head.headers.get_str("authorization").map(str::to_owned);
+        // The scheme is case-insensitive, as kube-apiserver's bearer-token
+        // authenticator reads it (the Python client's InClusterConfig sends
+        // "bearer TOKEN").
         let token = authorization
             .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .map(str::to_owned);
+            .and_then(|a| a.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.to_owned());
         let user = match (&cn, &token) {
             (Some(cn), _) => Some(cn.clone()),
             (None, Some(t)) => shared

@@ -210,3 +210,23 @@ impl Pki {
         );
     }
 }
+
+impl Pki {
+    /// Re-issues lite-apiserver's serving pair with `ips` as extra IP SANs
+    /// (e.g. the `--incluster-address` IP pods dial, 169.254.2.1) and the
+    /// names pods may use for the `kubernetes` Service. Call before the
+    /// daemon starts.
+    pub fn reissue_proxy_with_ips(&mut self, ips: &[std::net::IpAddr]) {
+        self.proxy = self.ca.server_with_ips(
+            &self.dir,
+            "lite-apiserver",
+            &[
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
+            ips,
+        );
+    }
+}

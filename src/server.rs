@@ -146,12 +146,17 @@ fn context(config: &Config, tls: Arc<TlsMaterial>, store: FileStore) -> Context 
             config.servers.clone(),
             tls,
             config.proxy.clone(),
-            config.upstream_timeout,
+            crate::upstream::Tuning {
+                timeout: config.upstream_timeout,
+                idle_timeout: config.upstream_idle_timeout,
+                dial_rate: config.dial_rate,
+            },
         ),
         keys: ServiceAccountKeys::load(&config.cache_dir),
         store,
         metrics: Metrics::default(),
         resume_spread: config.resume_spread,
+        leases: Default::default(),
     }
 }
 
@@ -202,7 +207,9 @@ async fn background(ctx: Arc<Context>, tls: Arc<TlsMaterial>, config: Config) {
     let certs = crate::tls::watch(tls, CERT_POLL);
     let gc = gc_loop(&ctx, config.cache_ttl);
     let jwks = ctx.keys.refresh_loop(&ctx.upstream, JWKS_REFRESH);
-    probe.or(certs).or(gc).or(jwks).await;
+    let trim = ctx.upstream.trim_loop();
+    let leases = crate::proxy::lease::replay_loop(&ctx);
+    probe.or(certs).or(gc).or(jwks).or(trim).or(leases).await;
 }
 
 /// Deletes entries not read for `--cache-ttl`, every tenth of it (at most

@@ -78,6 +78,12 @@ struct Flags {
     /// when the cloud returns, held offline watches end spread uniformly over this long (e.g. 5s, 0 for at once) [5s]
     #[argh(option, default = "String::from(\"5s\")")]
     resume_spread: String,
+    /// close pooled upstream connections unused for this long (e.g. 30s, 2m) [30s]
+    #[argh(option, default = "String::from(\"30s\")")]
+    upstream_idle_timeout: String,
+    /// new upstream connections per second after a burst of as many; 0 for unpaced [20]
+    #[argh(option, default = "20")]
+    dial_rate: u32,
     /// more logging (-v debug, -vv trace); RUST_LOG overrides
     #[argh(switch, short = 'v')]
     verbose: i32,
@@ -160,6 +166,10 @@ pub struct Config {
     pub cache_agents_configmap: Option<(String, String)>,
     /// Window over which held offline watches end when the cloud returns.
     pub resume_spread: Duration,
+    /// Pooled connections unused this long are closed.
+    pub upstream_idle_timeout: Duration,
+    /// New upstream connections per second (0: unpaced).
+    pub dial_rate: u32,
     /// 0 info, 1 debug, 2+ trace.
     pub verbosity: u8,
 }
@@ -260,6 +270,8 @@ impl Config {
         let max_connections = at_least_one("--max-connections", flags.max_connections)?;
         let cache_agents_configmap = configmap_ref(&flags.cache_agents_configmap)?;
         let resume_spread = parse_spread(&flags.resume_spread)?;
+        let upstream_idle_timeout = parse_duration(&flags.upstream_idle_timeout)
+            .map_err(|p| err("--upstream-idle-timeout", p))?;
         // Last: the only thing validation writes, once everything else passed.
         create_cache_dir(&flags.cache_dir)?;
         Ok(Config {
@@ -282,6 +294,8 @@ impl Config {
             incluster_address,
             cache_agents_configmap,
             resume_spread,
+            upstream_idle_timeout,
+            dial_rate: flags.dial_rate,
             verbosity: flags.verbose.clamp(0, 3) as u8,
         })
     }

@@ -9,11 +9,14 @@
 //!   cacheable one into the store and a watch into its cached list.
 //! - [`offline`], [`tokens`], [`watchlist`]: what is answered when the
 //!   cloud is gone (a streaming list gets the cached list as events).
+//! - [`lease`]: kubelet's Lease renewals answered offline, sent upstream
+//!   the moment the cloud is back.
 //!
 //! Everything here works on a [`Context`]: exactly what the request path
 //! needs, built by the wiring (`server.rs`).
 
 pub mod conn;
+pub mod lease;
 pub mod offline;
 pub mod online;
 pub mod relay;
@@ -43,6 +46,8 @@ pub struct Context {
     pub keys: ServiceAccountKeys,
     /// Held offline watches end spread over this when the cloud returns.
     pub resume_spread: std::time::Duration,
+    /// kubelet's renewals answered offline, to send when back online.
+    pub leases: lease::DelayedLeases,
 }
 
 impl Context {
@@ -54,7 +59,7 @@ impl Context {
         self.metrics.set_cache(stats.bytes(), stats.entries());
         let mut out = String::with_capacity(4096);
         self.metrics.render(&mut out);
-        self.upstream.counters.render(&mut out);
+        self.upstream.render_metrics(&mut out);
         stats.render(&mut out);
         out
     }

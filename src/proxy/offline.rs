@@ -83,6 +83,7 @@ where
         }
         Verb::Watch => hold_watch(state, client, head, class, caller).await,
         Verb::Update if is_own_lease_renewal(class, caller) => {
+            state.leases.record(head, &body, caller.cn.as_deref());
             renew_lease(client, head, &body, keep_alive).await
         }
         Verb::Create if class.is_token_request() => {
@@ -100,7 +101,8 @@ where
 }
 
 /// kubelet's own Lease renewal: 200 with its body, so the node does not
-/// churn while the cloud cannot see it anyway.
+/// churn while the cloud cannot see it anyway (the newest is sent upstream
+/// when the cloud is back: [`super::lease`]).
 async fn renew_lease<S>(
     client: &mut Conn<S>,
     head: &crate::http::RequestHead,

@@ -44,6 +44,9 @@ where
         client.flush().await?;
     }
     if ctx.upstream.health.is_online() {
+        if class.node_lease().is_some() {
+            ctx.leases.forget(head.path());
+        }
         match ctx.upstream.connect(caller.cn.as_deref(), false).await {
             Ok(lease) => return forward(ctx, client, head, class, caller, lease).await,
             Err(e) => log::debug!("{} {}: {e}; answering offline", head.method, head.target),

@@ -186,12 +186,21 @@ impl Health {
 
     /// Waits until the state is online.
     pub async fn wait_online(&self) {
+        self.wait_for(true).await;
+    }
+
+    /// Waits until the state is offline.
+    pub async fn wait_offline(&self) {
+        self.wait_for(false).await;
+    }
+
+    async fn wait_for(&self, online: bool) {
         loop {
-            if self.is_online() {
+            if self.is_online() == online {
                 return;
             }
             let listener = self.changed.listen();
-            if self.is_online() {
+            if self.is_online() == online {
                 return;
             }
             listener.await;

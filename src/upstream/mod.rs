@@ -7,6 +7,7 @@
 //!   flight on a server declared down.
 //! - [`probe`]: the background `/readyz` probe over one kept-alive
 //!   connection per server, run only for a server that went quiet.
+//! - [`pace`]: a token bucket spacing new connections (a healing fleet).
 //!
 //! [`Upstream::connect`] is the one code path that chooses a server: the
 //! current one, then the others in order; a server whose dial or handshake
@@ -15,6 +16,7 @@
 
 pub mod dial;
 pub mod health;
+pub mod pace;
 pub mod pool;
 pub mod probe;
 
@@ -32,6 +34,7 @@ use crate::tls::TlsMaterial;
 
 pub use dial::{DialError, Transport, UpConn};
 use health::Health;
+use pace::Pacer;
 use pool::{Pool, PoolKey};
 
 /// Longest an internal request (JWKS, ConfigMap list) may take.
@@ -68,9 +71,13 @@ impl std::error::Error for Unreachable {}
 /// Upstream counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Counters {
+    dials: AtomicU64,
+    paced_dials: AtomicU64,
     dial_failures: AtomicU64,
     downs: AtomicU64,
     probes: AtomicU64,
+    probe_dials: AtomicU64,
+    idle_closed: AtomicU64,
 }
 
 impl Counters {
@@ -81,6 +88,16 @@ impl Counters {
     /// Appends them in Prometheus text.
     pub fn render(&self, out: &mut String) {
         let rows = [
+            (
+                "lite_apiserver_upstream_dials_total",
+                "New upstream connections for requests (probes not counted).",
+                &self.dials,
+            ),
+            (
+                "lite_apiserver_upstream_paced_dials_total",
+                "New upstream connections that waited for --dial-rate.",
+                &self.paced_dials,
+            ),
             (
                 "lite_apiserver_upstream_dial_failures_total",
                 "Failed dials or TLS handshakes upstream.",
@@ -96,6 +113,16 @@ impl Counters {
                 "Health probes sent (only to servers that went quiet).",
                 &self.probes,
             ),
+            (
+                "lite_apiserver_upstream_probe_dials_total",
+                "Connections dialed for health probes (one is kept alive per server).",
+                &self.probe_dials,
+            ),
+            (
+                "lite_apiserver_upstream_idle_closed_total",
+                "Pooled connections closed after --upstream-idle-timeout unused.",
+                &self.idle_closed,
+            ),
         ];
         for (name, help, value) in rows {
             let _ = writeln!(
@@ -107,6 +134,17 @@ impl Counters {
     }
 }
 
+/// How the upstream side behaves (from the flags).
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Bound on a dial + TLS handshake, and on a probe.
+    pub timeout: Duration,
+    /// How long a pooled connection may sit unused before it is closed.
+    pub idle_timeout: Duration,
+    /// New connections a second after a burst of as many (0: unpaced).
+    pub dial_rate: u32,
+}
+
 /// The upstream side: servers, TLS material, proxy, pool, health.
 pub struct Upstream {
     servers: Vec<ServerUrl>,
@@ -114,6 +152,7 @@ pub struct Upstream {
     proxy: Option<ProxyUrl>,
     timeout: Duration,
     pool: Pool,
+    pacer: Pacer,
     /// One kept-alive anonymous connection per server, for the probe.
     probes: Vec<Mutex<Option<Box<UpConn>>>>,
     /// Online/offline and per-server state.
@@ -136,7 +175,7 @@ impl Upstream {
         servers: Vec<ServerUrl>,
         tls: Arc<TlsMaterial>,
         proxy: Option<ProxyUrl>,
-        timeout: Duration,
+        tuning: Tuning,
     ) -> Upstream {
         Upstream {
             probes: servers.iter().map(|_| Mutex::new(None)).collect(),
@@ -144,8 +183,9 @@ impl Upstream {
             servers,
             tls,
             proxy,
-            timeout,
-            pool: Pool::default(),
+            timeout: tuning.timeout,
+            pool: Pool::new(tuning.idle_timeout),
+            pacer: Pacer::new(tuning.dial_rate),
             counters: Counters::default(),
         }
     }
@@ -160,9 +200,15 @@ impl Upstream {
         &self.servers[index.min(self.servers.len() - 1)]
     }
 
-    /// Idle pooled connections (for `/metrics`).
-    pub fn idle_connections(&self) -> usize {
-        self.pool.len()
+    /// The counters and the idle pool size in Prometheus text.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.counters.render(out);
+        let name = "lite_apiserver_upstream_idle_connections";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Pooled upstream connections waiting for a request.\n# TYPE {name} gauge\n{name} {}",
+            self.pool.len()
+        );
     }
 
     /// A connection for a caller whose verified client cert has CN
@@ -256,6 +302,10 @@ impl Upstream {
             }
             log::debug!("upstream: an idle connection spoke or closed; not reused");
         }
+        if self.pacer.wait().await {
+            Counters::bump(&self.counters.paced_dials);
+        }
+        Counters::bump(&self.counters.dials);
         // Boxed: the dial future is large, and the pooled fast path above
         // should not carry (move, initialise) it on every request.
         let conn = Box::pin(dial::dial(
@@ -280,6 +330,22 @@ impl Upstream {
         let same_epoch = lease.epoch == self.health.epoch(lease.server);
         if lease.conn.buffered().is_empty() && current_generation && same_epoch {
             self.pool.put(lease.key, lease.conn);
+        }
+    }
+
+    /// Closes pooled connections unused for `--upstream-idle-timeout`,
+    /// checking every half of it (at least every second).
+    pub async fn trim_loop(&self) {
+        let every = (self.pool.limit() / 2).max(Duration::from_secs(1));
+        loop {
+            smol::Timer::after(every).await;
+            let closed = self.pool.trim();
+            if closed > 0 {
+                log::debug!("upstream: closed {closed} idle connection(s)");
+                self.counters
+                    .idle_closed
+                    .fetch_add(closed as u64, Ordering::Relaxed);
+            }
         }
     }
 
@@ -324,6 +390,7 @@ impl Upstream {
         client: &RequestHead,
         body: &[u8],
         identity: Option<&str>,
+        max: usize,
     ) -> Result<(u16, Vec<u8>), String> {
         let lease = self
             .connect(identity, false)
@@ -333,7 +400,7 @@ impl Upstream {
         let mut bytes = Vec::with_capacity(1024 + body.len());
         encode_upstream_head(&head, self.server(lease.server), &mut bytes);
         bytes.extend_from_slice(body);
-        self.round_trip(lease, &bytes, &head.method, 64 * 1024).await
+        self.round_trip(lease, &bytes, &head.method, max).await
     }
 
     /// Writes `request` on `lease`, reads the answer (at most `max` bytes

@@ -11,9 +11,6 @@ use std::time::{Duration, Instant};
 
 use super::dial::UpConn;
 
-/// Idle connections older than this are not reused (the apiserver may have
-/// closed them already).
-const IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// Most idle connections kept across all keys.
 const MAX_IDLE: usize = 64;
 
@@ -36,12 +33,39 @@ struct Idle {
 }
 
 /// The idle connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
+    /// Idle connections older than this are closed, never reused (the
+    /// apiserver may have closed them already; the demand is gone).
+    limit: Duration,
 }
 
 impl Pool {
+    /// An empty pool whose connections may idle for `limit`.
+    pub fn new(limit: Duration) -> Pool {
+        Pool {
+            idle: Mutex::new(Vec::new()),
+            limit,
+        }
+    }
+
+    /// How long a connection may idle.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// Closes the connections idle for longer than the limit; how many.
+    pub fn trim(&self) -> usize {
+        let Ok(mut idle) = self.idle.lock() else {
+            return 0;
+        };
+        let before = idle.len();
+        let limit = self.limit;
+        idle.retain(|i| i.since.elapsed() < limit);
+        before - idle.len()
+    }
+
     /// The most recently returned idle connection for `key` that is not
     /// too old. Expired ones and those of older generations are dropped
     /// when connections are put back, not on this hot path.
@@ -50,7 +74,7 @@ impl Pool {
         loop {
             let pos = idle.iter().rposition(|i| &i.key == key)?;
             let found = idle.swap_remove(pos);
-            if found.since.elapsed() < IDLE_LIMIT {
+            if found.since.elapsed() < self.limit {
                 return Some(found.conn);
             }
         }
@@ -63,7 +87,7 @@ impl Pool {
         };
         let now = Instant::now();
         idle.retain(|i| {
-            now.duration_since(i.since) < IDLE_LIMIT && i.key.generation == key.generation
+            now.duration_since(i.since) < self.limit && i.key.generation == key.generation
         });
         if idle.len() >= MAX_IDLE {
             idle.remove(0);

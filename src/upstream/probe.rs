@@ -80,6 +80,7 @@ pub async fn probe(upstream: &Upstream, server: usize) -> Result<(), String> {
         let mut conn = match kept {
             Some(conn) => conn,
             None => {
+                super::Counters::bump(&upstream.counters.probe_dials);
                 let (_, config) = upstream.tls.client_config(None);
                 super::dial::dial(
                     upstream.server(server),

@@ -1,29 +1,34 @@
 //! lite-apiserver: a node-local caching reverse proxy for the Kubernetes API.
 //!
 //! # Layout
-//! The modules follow one request through the daemon:
+//! Modules sit in layers; each imports only from layers below it
+//! (`tests/layout.rs` enforces it), and the wiring, [`server`], is
+//! imported by nobody. Bottom to top, following one request:
 //!
-//! - [`config`]: flags, validated into a [`config::Config`] before any port is bound.
-//! - [`server`]: the shared state and [`server::run`], which wires the rest.
-//! - [`listener`]: accepts TCP, runs the rustls server handshake, caps connections.
-//! - [`http`]: request/response heads (httparse), body framing, chunked coding,
-//!   streaming, Upgrade pass-through.
-//! - [`request`]: what a request is in Kubernetes terms (verb, resource).
-//! - [`identity`]: who is calling: the [`identity::Agent`] (a cache directory) and
-//!   the [`identity::Credential`] (what may read an entry offline).
-//! - [`jwt`], [`jwks`]: service-account token verification and the cluster's keys.
-//! - [`proxy`]: the routing decision, and the online path with its cache tee.
-//! - [`upstream`]: connector, per-identity keep-alive pool, CONNECT proxy, failover.
-//! - [`tls`]: PEM loading, server and client configs, certificate reload.
-//! - [`cache`]: keys, the entry file format, the crash-safe store, list
-//!   patching from watch events, GC.
-//! - [`watch`]: splits a watch stream into events.
-//! - [`health`]: the background probe that flips online/offline for everyone.
-//! - [`offline`], [`tokens`]: what is answered when the cloud is gone.
-//! - [`reply`], [`status`]: answers we write ourselves, as Kubernetes `Status`.
-//! - [`metrics`], [`admin`]: Prometheus counters and the plain-HTTP admin port.
-//! - [`incluster`] over [`netlink`]: the `--incluster-address` IP made local
-//!   (a dummy interface, or a /32 on `lo`) and removed at shutdown.
+//! - Leaves: [`clock`] (time, jitter), [`pem`], [`json`] (a zero-copy byte
+//!   scanner), [`net`] (keepalive and `TCP_USER_TIMEOUT` on every socket),
+//!   [`iopool`] (threads for blocking file I/O), [`netlink`].
+//! - [`http`]: strict HTTP/1.1 on httparse (RFC 9112): heads, framing,
+//!   chunked coding, streaming pumps, Upgrade pass-through.
+//! - [`config`]: flags validated into a [`config::Config`] before any bind.
+//! - [`k8s`]: what a request is, classified as the apiserver does (verb,
+//!   resource, percent-decoding, boolean query parameters); `Status`
+//!   replies; watch streams split into events.
+//! - [`metrics`]: the counters behind `/metrics`.
+//! - [`auth`]: who is calling (agent, verified CN, token) and who may read
+//!   an entry offline (service-account JWTs checked against the JWKS).
+//! - [`tls`]: serving and per-identity client configs, reloaded on change.
+//! - [`upstream`]: dials, the per-identity pool, health (passive, plus a
+//!   probe for quiet servers), failover, cancellation of what is in flight
+//!   on a server declared down, dial pacing.
+//! - [`cache`]: keys, the entry format, the crash-safe writer thread, list
+//!   patching from watch events, paged and streaming lists, GC.
+//! - [`proxy`]: one client connection: route online (forward, tee the
+//!   answer into the cache) or offline (answer from the cache, hold
+//!   watches, renew kubelet's Lease and replay it when back).
+//! - [`listener`], [`admin`], [`incluster`]: the TLS accept loops, the
+//!   plain-HTTP admin port, the `--incluster-address` IP made local.
+//! - [`server`]: builds everything from the config and runs it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 

@@ -22,6 +22,7 @@ use crate::cache::FileStore;
 use crate::config::Config;
 use crate::listener::Accept;
 use crate::metrics::Metrics;
+use crate::proxy::agents::CacheAgents;
 use crate::proxy::Context;
 use crate::tls::TlsMaterial;
 use crate::upstream::Upstream;
@@ -105,8 +106,10 @@ pub async fn run(
 
 /// The request path's context.
 fn context(config: &Config, tls: Arc<TlsMaterial>, store: FileStore) -> Context {
+    let cache_agents = CacheAgents::new(config.cache_agents.clone());
+    crate::proxy::agents::follow::restore(&cache_agents, config);
     Context {
-        cache_agents: config.cache_agents.clone(),
+        cache_agents,
         upstream: Upstream::new(
             config.servers.clone(),
             tls,
@@ -161,13 +164,15 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
         .map_err(|e| RunError::Bind(addr, e))
 }
 
-/// The periodic jobs: health probe, certificate reload, GC, key refresh.
+/// The periodic jobs: health probe, certificate reload, GC, key refresh,
+/// the cache-agents ConfigMap.
 async fn background(ctx: Arc<Context>, tls: Arc<TlsMaterial>, config: Config) {
     let probe = crate::upstream::probe::probe_loop(&ctx.upstream, config.health_interval);
     let certs = crate::tls::watch(tls, CERT_POLL);
     let gc = gc_loop(&ctx, config.cache_ttl);
     let jwks = ctx.keys.refresh_loop(&ctx.upstream, JWKS_REFRESH);
-    probe.or(certs).or(gc).or(jwks).await;
+    let agents = crate::proxy::agents::follow::follow(&ctx.upstream, &ctx.cache_agents, &config);
+    probe.or(certs).or(gc).or(jwks).or(agents).await;
 }
 
 /// Deletes entries not read for `--cache-ttl`, every tenth of it (at most

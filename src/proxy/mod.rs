@@ -8,10 +8,13 @@
 //! - [`relay`]: stream the upstream's answer to the client, teeing a
 //!   cacheable one into the store and a watch into its cached list.
 //! - [`offline`], [`tokens`]: what is answered when the cloud is gone.
+//! - [`agents`]: which agents are cached, `--cache-agents` plus a
+//!   ConfigMap followed live.
 //!
 //! Everything here works on a [`Context`]: exactly what the request path
 //! needs, built by the wiring (`server.rs`).
 
+pub mod agents;
 pub mod conn;
 pub mod offline;
 pub mod online;
@@ -22,6 +25,7 @@ use crate::auth::jwks::ServiceAccountKeys;
 use crate::cache::FileStore;
 use crate::metrics::{Metrics, Source};
 use crate::upstream::Upstream;
+use agents::CacheAgents;
 
 /// A request body may pause this long between two reads.
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -29,8 +33,8 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30)
 /// What the request path needs, shared by all connections.
 #[derive(Debug)]
 pub struct Context {
-    /// Agents whose answers are cached (`*`: all).
-    pub cache_agents: Vec<String>,
+    /// Agents whose answers are cached (`*`: all), changed live.
+    pub cache_agents: CacheAgents,
     /// The cloud.
     pub upstream: Upstream,
     /// The cache.
@@ -53,6 +57,7 @@ impl Context {
         let mut out = String::with_capacity(4096);
         self.metrics.render(&mut out);
         self.upstream.counters.render(&mut out);
+        self.cache_agents.render(&mut out);
         stats.render(&mut out);
         out
     }

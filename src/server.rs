@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::incluster::{AddressError, NodeAddress};
 use crate::listener::Accept;
 use crate::metrics::Metrics;
+use crate::proxy::agents::CacheAgents;
 use crate::proxy::Context;
 use crate::tls::TlsMaterial;
 use crate::upstream::Upstream;
@@ -140,8 +141,10 @@ fn client_addresses(config: &Config) -> Vec<SocketAddr> {
 
 /// The request path's context.
 fn context(config: &Config, tls: Arc<TlsMaterial>, store: FileStore) -> Context {
+    let cache_agents = CacheAgents::new(config.cache_agents.clone());
+    crate::proxy::agents::follow::restore(&cache_agents, config);
     Context {
-        cache_agents: config.cache_agents.clone(),
+        cache_agents,
         upstream: Upstream::new(
             config.servers.clone(),
             tls,
@@ -201,7 +204,8 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
         .map_err(|e| RunError::Bind(addr, e))
 }
 
-/// The periodic jobs: health probe, certificate reload, GC, key refresh.
+/// The periodic jobs: health probe, certificate reload, GC, key refresh,
+/// the cache-agents ConfigMap.
 async fn background(ctx: Arc<Context>, tls: Arc<TlsMaterial>, config: Config) {
     let probe = crate::upstream::probe::probe_loop(&ctx.upstream, config.health_interval);
     let certs = crate::tls::watch(tls, CERT_POLL);
@@ -209,7 +213,9 @@ async fn background(ctx: Arc<Context>, tls: Arc<TlsMaterial>, config: Config) {
     let jwks = ctx.keys.refresh_loop(&ctx.upstream, JWKS_REFRESH);
     let trim = ctx.upstream.trim_loop();
     let leases = crate::proxy::lease::replay_loop(&ctx);
-    probe.or(certs).or(gc).or(jwks).or(trim).or(leases).await;
+    let agents = crate::proxy::agents::follow::follow(&ctx.upstream, &ctx.cache_agents, &config);
+    let all = probe.or(certs).or(gc).or(jwks);
+    all.or(trim).or(leases).or(agents).await;
 }
 
 /// Deletes entries not read for `--cache-ttl`, every tenth of it (at most

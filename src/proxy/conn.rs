@@ -82,8 +82,10 @@ where
 {
     let started = Instant::now();
     let class = Classified::new(&head.method, head.path(), head.query(), head.is_upgrade());
-    let caller =
-        Caller::new(&head, peer.cn.as_deref(), &ctx.cache_agents).with_socket(peer.socket.clone());
+    let caller = ctx
+        .cache_agents
+        .with(|agents| Caller::new(&head, peer.cn.as_deref(), agents))
+        .with_socket(peer.socket.clone());
     if caller.cached {
         online::rewrite_accept(&mut head);
     }

@@ -11,10 +11,13 @@
 //!   cloud is gone (a streaming list gets the cached list as events).
 //! - [`lease`]: kubelet's Lease renewals answered offline, sent upstream
 //!   the moment the cloud is back.
+//! - [`agents`]: which agents are cached, `--cache-agents` plus a
+//!   ConfigMap followed live.
 //!
 //! Everything here works on a [`Context`]: exactly what the request path
 //! needs, built by the wiring (`server.rs`).
 
+pub mod agents;
 pub mod conn;
 pub mod lease;
 pub mod offline;
@@ -27,6 +30,7 @@ use crate::auth::jwks::ServiceAccountKeys;
 use crate::cache::FileStore;
 use crate::metrics::{Metrics, Source};
 use crate::upstream::Upstream;
+use agents::CacheAgents;
 
 /// A request body may pause this long between two reads.
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -34,8 +38,8 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30)
 /// What the request path needs, shared by all connections.
 #[derive(Debug)]
 pub struct Context {
-    /// Agents whose answers are cached (`*`: all).
-    pub cache_agents: Vec<String>,
+    /// Agents whose answers are cached (`*`: all), changed live.
+    pub cache_agents: CacheAgents,
     /// The cloud.
     pub upstream: Upstream,
     /// The cache.
@@ -60,6 +64,7 @@ impl Context {
         let mut out = String::with_capacity(4096);
         self.metrics.render(&mut out);
         self.upstream.render_metrics(&mut out);
+        self.cache_agents.render(&mut out);
         stats.render(&mut out);
         out
     }

@@ -3,10 +3,12 @@
 #   1. cargo test (unit tests, and integration tests that run the real binary
 #      against the kube-apiserver double over TLS, driven by kubectl and the
 #      Python kubernetes client, installed here from PyPI if missing);
-#   2. the static musl cross-builds, and the ARM binaries under qemu-user
+#   2. a minute of differential fuzzing of the HTTP request reader;
+#   3. the demo;
+#   4. the static musl cross-builds, and the ARM binaries under qemu-user
 #      against the double;
-#   3. the .deb and .ipk packages and the OpenWrt init script.
-# cross/setup.sh installs what 2 and 3 need (idempotent; apt as root).
+#   5. the .deb and .ipk packages and the OpenWrt init script.
+# cross/setup.sh installs what 4 and 5 need (idempotent; apt as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,10 @@ fi
 echo "== cargo test"
 cargo test --all-targets 2>&1 | tee target/cargo-test.log
 grep -q "test result: ok" target/cargo-test.log
+if grep -q "test result: FAILED" target/cargo-test.log; then exit 1; fi
+
+echo "== one minute of differential fuzzing of the HTTP reader"
+tests/fuzz.sh 60
 
 echo "== the demo (the main job)"
 cargo run --quiet --release --example demo

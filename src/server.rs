@@ -117,6 +117,7 @@ fn context(config: &Config, tls: Arc<TlsMaterial>, store: FileStore) -> Context 
         store,
         metrics: Metrics::default(),
         resume_spread: config.resume_spread,
+        incluster: config.incluster_address,
     }
 }
 

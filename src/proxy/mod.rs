@@ -8,11 +8,14 @@
 //! - [`relay`]: stream the upstream's answer to the client, teeing a
 //!   cacheable one into the store and a watch into its cached list.
 //! - [`offline`], [`tokens`]: what is answered when the cloud is gone.
+//! - [`incluster`]: kubelet shown the `default/kubernetes` Service at
+//!   `--incluster-address`, online and offline.
 //!
 //! Everything here works on a [`Context`]: exactly what the request path
 //! needs, built by the wiring (`server.rs`).
 
 pub mod conn;
+pub mod incluster;
 pub mod offline;
 pub mod online;
 pub mod relay;
@@ -41,6 +44,9 @@ pub struct Context {
     pub keys: ServiceAccountKeys,
     /// Held offline watches end spread over this when the cloud returns.
     pub resume_spread: std::time::Duration,
+    /// `--incluster-address`: where kubelet is shown the `default/kubernetes`
+    /// Service ([`incluster`]).
+    pub incluster: Option<std::net::SocketAddr>,
 }
 
 impl Context {

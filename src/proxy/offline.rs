@@ -223,7 +223,12 @@ where
         ))),
     };
     match found {
-        Ok(entry) => stream_entry(client, entry, keep_alive).await,
+        Ok(entry) => match super::incluster::offline(state, class, caller, &entry) {
+            Some(rewrite) => {
+                super::incluster::stream_entry(client, head, entry, rewrite, keep_alive).await
+            }
+            None => stream_entry(client, entry, keep_alive).await,
+        },
         Err(status) => {
             let status = match (status.code, class.verb) {
                 (404, Verb::List | Verb::Discovery) => Status::unavailable(format!(

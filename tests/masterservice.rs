@@ -97,12 +97,15 @@ fn seed(double: &Double) {
 
 /// A lite-apiserver with `--incluster-address` in front of the seeded double.
 fn rig(name: &str) -> (Setup, SocketAddr) {
+    rig_with(name, &[])
+}
+
+fn rig_with(name: &str, extra: &[&str]) -> (Setup, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let s = Setup::with(
-        name,
-        Opts::default(),
-        &["--incluster-address", &addr.to_string()],
-    );
+    let addr_flag = addr.to_string();
+    let mut args = vec!["--incluster-address", addr_flag.as_str()];
+    args.extend_from_slice(extra);
+    let s = Setup::with(name, Opts::default(), &args);
     seed(&s.double);
     (s, addr)
 }
@@ -223,6 +226,63 @@ fn kubelet_lists_and_gets_the_service_at_the_incluster_address_others_see_the_up
             upstream.text()
         );
     }
+}
+
+/// kubelet's own Accept, and the Accept-Encoding Go's transport adds.
+const PROTOBUF: (&str, &str) = (
+    "Accept",
+    "application/vnd.kubernetes.protobuf,application/json",
+);
+const GZIP: (&str, &str) = ("Accept-Encoding", "gzip");
+
+/// The headers the double got with the one request for `target` by `agent`.
+fn upstream_headers(double: &Double, target: &str, agent: &str) -> (String, Option<String>) {
+    let seen: Vec<_> = double
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.target == target
+                && r.user_agent
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with(agent))
+        })
+        .collect();
+    assert_eq!(seen.len(), 1, "{agent} {target}: {seen:?}");
+    let encoding = seen[0]
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("accept-encoding"))
+        .map(|(_, v)| v.clone());
+    (seen[0].accept.clone().unwrap_or_default(), encoding)
+}
+
+#[test]
+fn kubelet_not_cached_still_gets_plain_json_it_is_shown_rewritten() {
+    // Without the request shaped, kubelet's protobuf (or a gzipped large
+    // list) would pass unrewritten; only kubelet's Service reads change.
+    let (s, addr) = rig_with("masterservice-uncached", &["--cache-agents", "kubectl"]);
+    let svc = stored(&s.double, "default", "kubernetes");
+    let (node, up) = (s.client(Some(&s.pki.node)), direct(&s));
+    let upstream = get(&up, LIST, &[KUBELET]).body;
+    s.double.clear_requests();
+    let edge = "/api/v1/namespaces/edge/services";
+    let list = get(&node, LIST, &[KUBELET, PROTOBUF, GZIP]);
+    get(&node, edge, &[KUBELET, PROTOBUF, GZIP]);
+    get(&node, LIST, &[KUBECTL, PROTOBUF, GZIP]);
+
+    assert_kubelet_view(&list, &upstream, &svc, addr);
+    assert_eq!(
+        upstream_headers(&s.double, LIST, "kubelet/"),
+        ("application/json".to_owned(), None)
+    );
+    assert_eq!(
+        upstream_headers(&s.double, edge, "kubelet/"),
+        (PROTOBUF.1.to_owned(), Some("gzip".to_owned()))
+    );
+    assert_eq!(
+        upstream_headers(&s.double, LIST, "kubectl/"),
+        ("application/json".to_owned(), Some("gzip".to_owned()))
+    );
 }
 
 /// Reads watch lines until one carries `name` in `ns` (bookmarks skipped).

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 
 use smol::io::{AsyncRead, AsyncWrite};
 
-use super::{Context, Outcome};
+use super::{online, Context, Outcome};
 use crate::auth::identity::Caller;
 use crate::cache::Entry;
 use crate::http::body::{chunk_header, LAST_CHUNK};
@@ -27,6 +27,18 @@ use crate::http::{Conn, ForwardHead, Framing, RequestHead, ResponseHead};
 use crate::k8s::masterservice::{self, Rewriter};
 use crate::k8s::request::Classified;
 use crate::metrics::Source;
+
+/// Shapes kubelet's request about Services so that the answer is one the
+/// rewriter reads: JSON (protobuf removed from Accept, also when kubelet is
+/// not a cached agent: kubelet asks for protobuf first) and uncompressed
+/// (Accept-Encoding removed: kube-apiserver gzips answers over 128 KiB,
+/// which would pass unrewritten).
+pub fn prepare(ctx: &Context, class: &Classified, caller: &Caller, head: &mut RequestHead) {
+    if ctx.incluster.is_some() && masterservice::applies(class, caller.agent.as_str()) {
+        online::rewrite_accept(head);
+        head.headers.remove("accept-encoding");
+    }
+}
 
 /// The rewriter for a relayed answer, if kubelet is to see it rewritten.
 pub fn online(

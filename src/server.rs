@@ -160,6 +160,7 @@ fn context(config: &Config, tls: Arc<TlsMaterial>, store: FileStore) -> Context 
         metrics: Metrics::default(),
         resume_spread: config.resume_spread,
         leases: Default::default(),
+        incluster: config.incluster_address,
     }
 }
 

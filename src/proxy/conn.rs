@@ -9,7 +9,7 @@ use smol::future::FutureExt;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::Timer;
 
-use super::{online, Context, Outcome, Peer};
+use super::{incluster, online, Context, Outcome, Peer};
 use crate::auth::identity::Caller;
 use crate::http::{Conn, HttpError, RequestHead};
 use crate::k8s::reply;
@@ -89,6 +89,7 @@ where
     if caller.cached {
         online::rewrite_accept(&mut head);
     }
+    incluster::prepare(ctx, &class, &caller, &mut head);
     let outcome = match online::route(ctx, client, &head, &class, &caller).await {
         Ok(outcome) => outcome,
         Err(e) => {

@@ -13,12 +13,15 @@
 //!   the moment the cloud is back.
 //! - [`agents`]: which agents are cached, `--cache-agents` plus a
 //!   ConfigMap followed live.
+//! - [`incluster`]: kubelet shown the `default/kubernetes` Service at
+//!   `--incluster-address`, online and offline.
 //!
 //! Everything here works on a [`Context`]: exactly what the request path
 //! needs, built by the wiring (`server.rs`).
 
 pub mod agents;
 pub mod conn;
+pub mod incluster;
 pub mod lease;
 pub mod offline;
 pub mod online;
@@ -52,6 +55,9 @@ pub struct Context {
     pub resume_spread: std::time::Duration,
     /// kubelet's renewals answered offline, to send when back online.
     pub leases: lease::DelayedLeases,
+    /// `--incluster-address`: where kubelet is shown the `default/kubernetes`
+    /// Service ([`incluster`]).
+    pub incluster: Option<std::net::SocketAddr>,
 }
 
 impl Context {

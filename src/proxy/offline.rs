@@ -229,7 +229,12 @@ where
         ))),
     };
     match found {
-        Ok(entry) => stream_entry(client, entry, keep_alive).await,
+        Ok(entry) => match super::incluster::offline(state, class, caller, &entry) {
+            Some(rewrite) => {
+                super::incluster::stream_entry(client, head, entry, rewrite, keep_alive).await
+            }
+            None => stream_entry(client, entry, keep_alive).await,
+        },
         Err(status) => {
             let status = match (status.code, class.verb) {
                 (404, Verb::List | Verb::Discovery) => Status::unavailable(format!(
@@ -398,7 +403,10 @@ async fn initial_events(
             404 => miss(),
             _ => status,
         })?;
-    InitialEvents::open(entry).await.ok_or_else(miss)
+    let rewrite = super::incluster::offline(ctx, class, caller, &entry);
+    let mut initial = InitialEvents::open(entry).await.ok_or_else(miss)?;
+    initial.rewrite = rewrite;
+    Ok(initial)
 }
 
 /// Keeps an offline watch open (a bookmark now and then) until `hold`

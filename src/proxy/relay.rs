@@ -16,13 +16,14 @@ use std::io;
 use smol::future::FutureExt;
 use smol::io::{AsyncRead, AsyncWrite};
 
-use super::{Context, Outcome};
+use super::{incluster, Context, Outcome};
 use crate::auth::identity::Caller;
 use crate::cache::key::CacheKey;
 use crate::cache::live::WatchTee;
 use crate::cache::{AnswerKind, Tee, TeeSpec};
 use crate::http::body::{chunk_header, LAST_CHUNK};
 use crate::http::{pump, BodyDecoder, Conn, ForwardHead, Framing, PumpError, RequestHead, Sink};
+use crate::k8s::masterservice::Rewriter;
 use crate::k8s::reply;
 use crate::k8s::request::{Classified, Verb};
 use crate::k8s::status::Status;
@@ -63,10 +64,17 @@ where
     }
     let upstream_keep_alive = response.keep_alive() && up_framing != Framing::Close;
     let key = cache_key(caller, head, class, &response);
-    let (chunked, keep_alive) = client_framing(head, &mut response, up_framing);
+    // kubelet's view of default/kubernetes (--incluster-address).
+    let rewrite = incluster::online(ctx, class, caller, &response);
+    let client_up = incluster::client_side(up_framing, rewrite.is_some());
+    let (chunked, keep_alive) = client_framing(head, &mut response, client_up);
     let mut sink = Forward::new(client, chunked);
     if let Some(key) = key {
         attach_cache(ctx, &mut sink, class, caller, key, &response);
+    }
+    if rewrite.is_some() {
+        incluster::strip_content_length(&mut response.head);
+        sink.rewrite = rewrite;
     }
     // The head goes out with the first piece of the body: one TLS record
     // (and one write) for a small answer instead of two.
@@ -120,6 +128,9 @@ async fn settle<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    if stopped.is_ok() {
+        sink.end_rewrite().await?;
+    }
     if let Some(tee) = sink.watch.take() {
         tee.end();
     }
@@ -327,6 +338,10 @@ pub struct Forward<'a, S> {
     pub tee: Option<Tee>,
     /// Tee of a watch stream into the cached list.
     pub watch: Option<WatchTee>,
+    /// Rewrites the body before it reaches the client and the tees.
+    pub rewrite: Option<Rewriter>,
+    /// The rewriter's output for the current piece.
+    rewritten: Vec<u8>,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite + Unpin> Forward<'a, S> {
@@ -338,7 +353,20 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Forward<'a, S> {
             pending: Vec::new(),
             tee: None,
             watch: None,
+            rewrite: None,
+            rewritten: Vec::new(),
         }
+    }
+
+    /// The body ended: what the rewriter still holds goes out.
+    pub async fn end_rewrite(&mut self) -> io::Result<()> {
+        let Some(mut rewrite) = self.rewrite.take() else {
+            return Ok(());
+        };
+        let mut rest = Vec::new();
+        rewrite.finish(&mut rest);
+        incluster::log_stats(&rewrite);
+        self.piece(&rest).await
     }
 
     /// Writes the last chunk (if chunked) and flushes.
@@ -359,8 +387,13 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Forward<'a, S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Sink for Forward<'_, S> {
-    async fn data(&mut self, bytes: &[u8]) -> io::Result<()> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Forward<'_, S> {
+    /// Sends one piece to the client and the tees.
+    async fn piece(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            // Nothing to send (an empty chunk would end the body).
+            return Ok(());
+        }
         if self.chunked {
             chunk_header(bytes.len(), &mut self.pending);
             self.pending.extend_from_slice(bytes);
@@ -379,6 +412,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink for Forward<'_, S> {
             watch.feed(bytes);
         }
         Ok(())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink for Forward<'_, S> {
+    async fn data(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let Some(rewrite) = &mut self.rewrite else {
+            return self.piece(bytes).await;
+        };
+        let mut out = std::mem::take(&mut self.rewritten);
+        rewrite.push(bytes, &mut out);
+        let sent = self.piece(&out).await;
+        out.clear();
+        self.rewritten = out;
+        sent
     }
 
     async fn idle(&mut self) -> io::Result<()> {

@@ -17,6 +17,7 @@ use crate::cache::Entry;
 use crate::http::body::chunk_header;
 use crate::http::Conn;
 use crate::json::items::ItemSplitter;
+use crate::k8s::masterservice::Rewriter;
 
 /// Largest cached item sent (etcd's default object limit is 1.5 MiB).
 const MAX_ITEM: usize = 3 << 20;
@@ -63,6 +64,10 @@ pub struct InitialEvents {
     first: Vec<u8>,
     /// What the list is.
     pub list: ListKind,
+    /// kubelet's view of `default/kubernetes` (`--incluster-address`),
+    /// applied again on the way out so an entry cached before the flag (or
+    /// with another address) shows the current one.
+    pub rewrite: Option<Rewriter>,
 }
 
 impl InitialEvents {
@@ -71,7 +76,12 @@ impl InitialEvents {
     pub async fn open(mut entry: Entry) -> Option<InitialEvents> {
         let first = entry.next_piece().await.ok()??;
         let list = list_kind(&first, entry.meta.resource_version.as_deref())?;
-        (list.kind != "Table").then_some(InitialEvents { entry, first, list })
+        (list.kind != "Table").then_some(InitialEvents {
+            entry,
+            first,
+            list,
+            rewrite: None,
+        })
     }
 
     /// Sends the items as ADDED events and then the end bookmark, each as
@@ -84,6 +94,7 @@ impl InitialEvents {
             mut entry,
             first,
             list,
+            mut rewrite,
         } = self;
         let mut splitter = ItemSplitter::new(MAX_ITEM);
         let mut piece = Some(first);
@@ -91,7 +102,11 @@ impl InitialEvents {
             let mut out = Vec::with_capacity(bytes.len() + 256);
             splitter
                 .push(&bytes, &mut |item| {
-                    chunk(&added_event(item, &list.kind, &list.api_version), &mut out)
+                    let event = added_event(item, &list.kind, &list.api_version);
+                    match rewrite.as_mut() {
+                        Some(rewriter) => chunk_rewritten(rewriter, &event, &mut out),
+                        None => chunk(&event, &mut out),
+                    }
                 })
                 .map_err(io::Error::other)?;
             client.write_all(&out).await?;
@@ -115,6 +130,17 @@ impl InitialEvents {
 pub async fn bookmark_of(mut entry: Entry) -> Option<Vec<u8>> {
     let first = entry.next_piece().await.ok()??;
     Some(list_kind(&first, entry.meta.resource_version.as_deref())?.bookmark())
+}
+
+/// Appends `event` through `rewriter` as one chunk. An event line is one
+/// whole object, so the rewriter releases all of it here.
+fn chunk_rewritten(rewriter: &mut Rewriter, event: &[u8], out: &mut Vec<u8>) {
+    let mut line = Vec::with_capacity(event.len() + 32);
+    rewriter.push(event, &mut line);
+    rewriter.finish(&mut line);
+    if !line.is_empty() {
+        chunk(&line, out);
+    }
 }
 
 /// Appends `line` as one chunk.

@@ -26,6 +26,7 @@ fn headers_accept_and_upgrade_pass_through() {
                 "Accept",
                 "application/vnd.kubernetes.protobuf,application/json",
             ),
+            ("Accept-Encoding", "gzip"),
         ],
     );
     assert_eq!(
@@ -54,6 +55,10 @@ fn headers_accept_and_upgrade_pass_through() {
         .map(|(k, _)| k.to_ascii_lowercase())
         .collect();
     assert!(names.contains(&"impersonate-user".to_owned()));
+    assert!(
+        !names.contains(&"accept-encoding".to_owned()),
+        "a cached agent's answers must come uncompressed, to be stored and patched"
+    );
     assert!(!names.contains(&"x-hop".to_owned()) && !names.contains(&"keep-alive".to_owned()));
     assert_eq!(
         seen.accept.as_deref(),

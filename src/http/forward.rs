@@ -26,6 +26,9 @@ pub struct ForwardHead {
     /// framing fields first.
     pub head: Vec<u8>,
     content_type: Option<Range<usize>>,
+    /// A `Content-Encoding` other than `identity` (gzip): the body is not
+    /// the representation itself.
+    encoded: bool,
 }
 
 impl ForwardHead {
@@ -57,6 +60,7 @@ impl ForwardHead {
         head.extend_from_slice(reason.unwrap_or(super::reason_phrase(status)).as_bytes());
         head.extend_from_slice(b"\r\n");
         let content_type = encode_fields(fields, status == 101, &mut head);
+        let encoded = fields.iter().any(is_content_coded);
         Ok(Parsed::Complete(
             ForwardHead {
                 status,
@@ -65,6 +69,7 @@ impl ForwardHead {
                 keep_alive,
                 head,
                 content_type,
+                encoded,
             },
             used,
         ))
@@ -96,14 +101,24 @@ impl ForwardHead {
         std::str::from_utf8(self.head.get(range)?).ok()
     }
 
-    /// Whether the media type (parameters aside) is `application/json`.
+    /// Whether the body is plain JSON: media type (parameters aside)
+    /// `application/json` and no content coding (a gzipped body is relayed
+    /// but never cached, patched or rewritten).
     pub fn is_json(&self) -> bool {
-        self.content_type().is_some_and(|ct| {
-            ct.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        })
+        !self.encoded
+            && self.content_type().is_some_and(|ct| {
+                ct.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            })
     }
+}
+
+/// A `Content-Encoding` field naming a coding other than `identity`.
+fn is_content_coded(f: &httparse::Header<'_>) -> bool {
+    f.name.eq_ignore_ascii_case("content-encoding")
+        && !f.value.trim_ascii().eq_ignore_ascii_case(b"identity")
+        && !f.value.trim_ascii().is_empty()
 }
 
 /// Appends the forwarded fields; returns where the Content-Type value is.
@@ -150,6 +165,14 @@ mod tests {
             }
             other => panic!("{text:?}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_content_coded_body_is_not_json_to_cache() {
+        let gz = head("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 3\r\n\r\n");
+        assert!(!gz.is_json());
+        let identity = head("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: identity\r\nContent-Length: 3\r\n\r\n");
+        assert!(identity.is_json());
     }
 
     #[test]

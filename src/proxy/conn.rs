@@ -87,7 +87,7 @@ where
         .with(|agents| Caller::new(&head, peer.cn.as_deref(), agents))
         .with_socket(peer.socket.clone());
     if caller.cached {
-        online::rewrite_accept(&mut head);
+        online::ask_for_cacheable(&mut head);
     }
     incluster::prepare(ctx, &class, &caller, &mut head);
     let outcome = match online::route(ctx, client, &head, &class, &caller).await {

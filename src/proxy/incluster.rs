@@ -47,6 +47,9 @@ pub fn online(
     caller: &Caller,
     response: &ForwardHead,
 ) -> Option<Rewriter> {
+    if !response.is_json() {
+        return None;
+    }
     let content_type = response.content_type().unwrap_or("");
     wanted(ctx.incluster, class, caller, response.status, content_type)
 }

@@ -280,6 +280,16 @@ where
     }
 }
 
+/// Shapes a cached agent's request so the answer is one we can store and
+/// patch: JSON ([`rewrite_accept`]) and not compressed (kube-apiserver
+/// gzips answers over 128 KiB when asked; Go clients ask implicitly and
+/// decode either way, so dropping `Accept-Encoding` changes nothing for
+/// them).
+pub fn ask_for_cacheable(head: &mut RequestHead) {
+    rewrite_accept(head);
+    head.headers.remove("accept-encoding");
+}
+
 /// Removes protobuf from Accept so cached agents get JSON we can store and
 /// patch (client-go decodes by Content-Type, so it accepts JSON).
 pub fn rewrite_accept(head: &mut RequestHead) {

@@ -282,8 +282,11 @@ fn cache_key(
     response: &ForwardHead,
 ) -> Option<CacheKey> {
     let storable = caller.cached && (200..300).contains(&response.status) && response.is_json();
-    let watched =
-        class.verb == Verb::Watch && class.certain && caller.cached && response.status == 200;
+    let watched = class.verb == Verb::Watch
+        && class.certain
+        && caller.cached
+        && response.status == 200
+        && response.is_json();
     if !(watched || storable && (class.is_cacheable() || class.is_token_request())) {
         return None;
     }

@@ -156,6 +156,7 @@ where
     let mut up_head = Vec::with_capacity(1024);
     encode_upstream_head(head, ctx.upstream.server(lease.server), &mut up_head);
     let (server, epoch) = (lease.server, lease.epoch);
+    let _waiting = ctx.upstream.health.waiting(server);
     let result = send_request(client, &mut lease.conn, &up_head, framing)
         .or(async {
             ctx.upstream.health.wait_down(server, epoch).await;

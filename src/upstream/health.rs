@@ -9,9 +9,10 @@
 //!   failed probe, or a connection that timed out. Each declaration bumps
 //!   the server's epoch and wakes [`Health::wait_down`], which is how
 //!   everything in flight on that server is cancelled at once.
-//! - Requests that succeed are the health signal ([`Health::succeeded`]):
-//!   the probe only runs for a server that has been quiet for
-//!   `--health-interval` (see [`crate::upstream::probe`]).
+//! - Requests that succeed are the health signal ([`Health::succeeded`]);
+//!   requests waiting for an answer while nothing succeeds
+//!   ([`Health::stalled_for`]) are the sign of a silent link. The probe
+//!   runs only on such signs (see [`crate::upstream::probe`]).
 //! - Two probe successes in a row bring the state back online (or traffic
 //!   back to an earlier server), so a flapping link does not bounce clients
 //!   between cache and cloud; moving *away* from a dead server needs one.
@@ -33,6 +34,10 @@ struct Server {
     epoch: AtomicU64,
     /// When a request or probe last succeeded, in ms since `Health::start`.
     last_ok_ms: AtomicU64,
+    /// Requests waiting for the head of their answer.
+    waiting: AtomicUsize,
+    /// When `waiting` last rose from zero, in ms since `Health::start`.
+    busy_since_ms: AtomicU64,
 }
 
 /// The shared health state.
@@ -113,9 +118,40 @@ impl Health {
     /// A request or probe on `server` succeeded.
     pub fn succeeded(&self, server: usize) {
         let s = self.server(server);
-        s.last_ok_ms
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Release);
+        s.last_ok_ms.store(self.now_ms(), Ordering::Release);
         s.alive.store(true, Ordering::Release);
+    }
+
+    /// Marks a request on `server` as waiting for its answer until the
+    /// guard is dropped.
+    pub fn waiting(&self, server: usize) -> Waiting<'_> {
+        let s = self.server(server);
+        if s.waiting.fetch_add(1, Ordering::AcqRel) == 0 {
+            s.busy_since_ms.store(self.now_ms(), Ordering::Release);
+        }
+        Waiting {
+            health: self,
+            server,
+        }
+    }
+
+    /// How long requests on `server` have been waiting with nothing
+    /// succeeding meanwhile (zero when none waits): a silent link shows up
+    /// here first.
+    pub fn stalled_for(&self, server: usize) -> Duration {
+        let s = self.server(server);
+        if s.waiting.load(Ordering::Acquire) == 0 {
+            return Duration::ZERO;
+        }
+        let since = s
+            .busy_since_ms
+            .load(Ordering::Acquire)
+            .max(s.last_ok_ms.load(Ordering::Acquire));
+        Duration::from_millis(self.now_ms().saturating_sub(since))
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// How long since a request or probe on `server` last succeeded.
@@ -208,9 +244,37 @@ impl Health {
     }
 }
 
+/// A request waiting for its answer (see [`Health::waiting`]).
+#[derive(Debug)]
+pub struct Waiting<'a> {
+    health: &'a Health,
+    server: usize,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let s = self.health.server(self.server);
+        s.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_requests_stall_until_something_succeeds() {
+        let h = Health::new(1);
+        assert_eq!(h.stalled_for(0), Duration::ZERO);
+        let w = h.waiting(0);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(h.stalled_for(0) >= Duration::from_millis(25));
+        h.succeeded(0);
+        assert!(h.stalled_for(0) < Duration::from_millis(25));
+        drop(w);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(h.stalled_for(0), Duration::ZERO, "none waits");
+    }
 
     #[test]
     fn two_successes_bring_it_back() {

@@ -414,6 +414,7 @@ impl Upstream {
         max: usize,
     ) -> Result<(u16, Vec<u8>), String> {
         let (server, epoch) = (lease.server, lease.epoch);
+        let _waiting = self.health.waiting(server);
         let exchange = exchange(&mut lease.conn, request, method, max);
         let result = exchange
             .or(async {

@@ -1,12 +1,16 @@
 //! The background health probe: `GET /readyz`, only where traffic says
 //! nothing.
 //!
-//! - Online, the current server is probed only once it has been *quiet*
-//!   (no request succeeded) for a jittered `--health-interval`, so while
-//!   requests flow the probe costs the cloud nothing. A silent link makes
-//!   every request hang, so the server goes quiet and is probed: the flip
-//!   to offline comes within `--health-interval` plus the probe timeout
-//!   (`--upstream-timeout`) of the link going silent.
+//! - Online, the current server is probed only when traffic gives a sign:
+//!   a request has been waiting for its answer for a jittered
+//!   `--health-interval` with nothing succeeding meanwhile (a silent link
+//!   makes every request hang), or nothing at all succeeded for
+//!   [`IDLE_FACTOR`] intervals (a node with only watches open). While
+//!   requests succeed, or simply nothing is asked, the probe costs the
+//!   cloud nothing. The flip to offline comes within `--health-interval`
+//!   plus the probe timeout (`--upstream-timeout`) of the first request
+//!   left unanswered, and within three intervals plus the timeout of the
+//!   link going silent when nothing is asked.
 //! - Offline, every server is probed in order every interval; the first
 //!   that answers collects successes (two bring the state back online).
 //! - Each server's probe reuses one kept-alive anonymous connection: a
@@ -22,22 +26,50 @@ use super::Upstream;
 /// Largest `/readyz` body read.
 const MAX_READYZ: usize = 4096;
 
+/// A server with nothing succeeding for this many intervals is probed
+/// even when no request waits (kubelet renews its Lease every 10 s, so a
+/// kubelet's node is never probed at the default 5 s interval).
+pub const IDLE_FACTOR: u32 = 3;
+
 /// Runs the probe forever.
 pub async fn probe_loop(upstream: &Upstream, every: Duration) {
     loop {
         let wait = jittered(every);
         let health = &upstream.health;
-        // On the first server with traffic flowing: nothing to learn.
+        // On the first server, online: probe only on a sign of trouble.
         if health.is_online() && health.current() == 0 {
-            let quiet = health.quiet_for(0);
-            if quiet < wait {
-                smol::Timer::after(wait - quiet).await;
+            if let Some(nap) = nothing_to_learn(health, wait, wait * IDLE_FACTOR) {
+                smol::Timer::after(nap).await;
                 continue;
             }
         }
         probe_round(upstream, wait).await;
         smol::Timer::after(wait).await;
     }
+}
+
+/// `None` if server 0 should be probed now, else how long to sleep before
+/// looking again: until a waiting request would count as stalled, at most
+/// a quarter interval (a request may start waiting meanwhile).
+fn nothing_to_learn(
+    health: &super::health::Health,
+    wait: Duration,
+    idle: Duration,
+) -> Option<Duration> {
+    let stalled = health.stalled_for(0);
+    let quiet = health.quiet_for(0);
+    if stalled >= wait || quiet >= idle {
+        return None;
+    }
+    let until_stalled = match stalled.is_zero() {
+        true => wait / 4,
+        false => wait - stalled,
+    };
+    Some(
+        until_stalled
+            .min(idle - quiet)
+            .max(Duration::from_millis(20)),
+    )
 }
 
 /// Probes the servers in order up to the first healthy one (a current

@@ -12,7 +12,7 @@
 //! - Requests that succeed are the health signal ([`Health::succeeded`]);
 //!   requests waiting for an answer while nothing succeeds
 //!   ([`Health::stalled_for`]) are the sign of a silent link. The probe
-//!   runs only on such signs (see [`crate::upstream::probe`]).
+//!   runs only on such signs (the probe module decides when).
 //! - Two probe successes in a row bring the state back online (or traffic
 //!   back to an earlier server), so a flapping link does not bounce clients
 //!   between cache and cloud; moving *away* from a dead server needs one.

@@ -207,15 +207,14 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+            write_metric(out, "gauge", name, help, value);
         }
         let name = "lite_apiserver_upstream_inflight_cancelled_total";
-        let _ = writeln!(
+        write_family(
             out,
-            "# HELP {name} Requests cancelled in flight because their server went down, by kind.\n# TYPE {name} counter"
+            "counter",
+            name,
+            "Requests cancelled in flight because their server went down, by kind.",
         );
         for (kind, n) in CANCEL_KINDS.iter().zip(&self.cancelled) {
             let _ = writeln!(
@@ -224,6 +223,32 @@ impl Metrics {
                 n.load(Ordering::Relaxed)
             );
         }
+    }
+}
+
+/// Appends one metric in Prometheus text: its HELP and TYPE lines, then
+/// its sample (`kind` is `counter` or `gauge`).
+pub fn write_metric(
+    out: &mut String,
+    kind: &str,
+    name: &str,
+    help: &str,
+    value: impl std::fmt::Display,
+) {
+    write_family(out, kind, name, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Appends the HELP and TYPE lines of a metric whose samples (labelled)
+/// the caller writes.
+pub fn write_family(out: &mut String, kind: &str, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Appends counters given as (name, help, value) rows.
+pub fn write_counters(out: &mut String, rows: &[(&str, &str, &AtomicU64)]) {
+    for (name, help, value) in rows {
+        write_metric(out, "counter", name, help, value.load(Ordering::Relaxed));
     }
 }
 

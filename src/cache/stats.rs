@@ -104,17 +104,13 @@ impl StoreStats {
 
     /// Appends the store's metrics in Prometheus text.
     pub fn render(&self, out: &mut String) {
-        for (name, help, value) in self.counters() {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                value.load(Ordering::Relaxed)
-            );
-        }
+        crate::metrics::write_counters(out, &self.counters());
         let name = "lite_apiserver_cache_write_failures_total";
-        let _ = write!(
+        crate::metrics::write_family(
             out,
-            "# HELP {name} Cache writes that failed, by kind (online proxying is not affected).\n# TYPE {name} counter\n"
+            "counter",
+            name,
+            "Cache writes that failed, by kind (online proxying is not affected).",
         );
         for kind in Failure::ALL {
             let _ = writeln!(

@@ -15,7 +15,6 @@ pub mod follow;
 pub mod saved;
 
 use std::fmt;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
@@ -212,13 +211,7 @@ impl CacheAgents {
                 &self.rejected,
             ),
         ];
-        for (name, help, value) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
+        crate::metrics::write_counters(out, &rows);
     }
 }
 

@@ -21,7 +21,6 @@ pub mod pool;
 pub mod probe;
 
 use std::fmt;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -124,13 +123,7 @@ impl Counters {
                 &self.idle_closed,
             ),
         ];
-        for (name, help, value) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
+        crate::metrics::write_counters(out, &rows);
     }
 }
 
@@ -203,11 +196,12 @@ impl Upstream {
     /// The counters and the idle pool size in Prometheus text.
     pub fn render_metrics(&self, out: &mut String) {
         self.counters.render(out);
-        let name = "lite_apiserver_upstream_idle_connections";
-        let _ = writeln!(
+        crate::metrics::write_metric(
             out,
-            "# HELP {name} Pooled upstream connections waiting for a request.\n# TYPE {name} gauge\n{name} {}",
-            self.pool.len()
+            "gauge",
+            "lite_apiserver_upstream_idle_connections",
+            "Pooled upstream connections waiting for a request.",
+            self.pool.len(),
         );
     }
 

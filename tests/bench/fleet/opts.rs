@@ -1,0 +1,164 @@
+//! The bench's options: `cargo bench --bench fleet -- [OPTIONS]`, each
+//! also settable by an environment variable (the flag wins).
+//!
+//! ```text
+//! --nodes N           FLEET_NODES          lite-apiserver processes / fake kubelets [50]
+//! --start-secs S      FLEET_START_SECS     the start window after the kubelets start [20]
+//! --steady-secs S     FLEET_STEADY_SECS    the steady window [30]
+//! --cut-secs S        FLEET_CUT_SECS       how long the link is down [60]
+//! --heal-secs S       FLEET_HEAL_SECS      the window after the link returns [60]
+//! --cut silence|reset FLEET_CUT            silence (no RST; a regional outage) or a reset [silence]
+//! --only direct|lite  FLEET_ONLY           run one side only
+//! --lite-arg 'ARGS'   FLEET_LITE_ARGS      extra lite-apiserver flags (split at spaces), repeatable
+//! --quick                                  smoke preset: 5 nodes, windows 10/10/10/20 s
+//! --dump                                   also write every request the double saw
+//!                                          (TARGET/bench/fleet-requests-SYSTEM.txt)
+//! ```
+//! `--health-interval` and the other lite-apiserver flags keep their
+//! defaults unless given with `--lite-arg`.
+
+use std::time::Duration;
+
+/// Which side of the comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum System {
+    /// The fake kubelets talk to the double through the link.
+    Direct,
+    /// Each fake kubelet talks to its own lite-apiserver, which talks to
+    /// the double through the link.
+    Lite,
+}
+
+impl System {
+    pub fn label(self) -> &'static str {
+        match self {
+            System::Direct => "direct",
+            System::Lite => "behind lite-apiserver",
+        }
+    }
+}
+
+/// How the link fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutKind {
+    /// Packets stop, no RST, connections from before stay dead.
+    Silence,
+    /// Every connection reset, new dials refused.
+    Reset,
+}
+
+/// The bench's settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub nodes: usize,
+    pub start: Duration,
+    pub steady: Duration,
+    pub cut: Duration,
+    pub heal: Duration,
+    pub cut_kind: CutKind,
+    pub systems: Vec<System>,
+    pub lite_args: Vec<String>,
+    /// Write every request the double saw to `fleet-requests-SYSTEM.txt`.
+    pub dump: bool,
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+impl Settings {
+    /// From the command line and the environment.
+    pub fn from_args(args: &[String]) -> Result<Settings, String> {
+        let quick = args.iter().any(|a| a == "--quick");
+        let d = |full: u64, smoke: u64| if quick { smoke } else { full };
+        let mut s = Settings {
+            nodes: env_or("FLEET_NODES", d(50, 5)) as usize,
+            start: Duration::from_secs(env_or("FLEET_START_SECS", d(20, 10))),
+            steady: Duration::from_secs(env_or("FLEET_STEADY_SECS", d(30, 10))),
+            cut: Duration::from_secs(env_or("FLEET_CUT_SECS", d(60, 10))),
+            heal: Duration::from_secs(env_or("FLEET_HEAL_SECS", d(60, 20))),
+            cut_kind: CutKind::Silence,
+            systems: vec![System::Direct, System::Lite],
+            lite_args: std::env::var("FLEET_LITE_ARGS")
+                .map(|v| v.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            dump: args.iter().any(|a| a == "--dump"),
+        };
+        if let Ok(v) = std::env::var("FLEET_CUT") {
+            s.set("--cut", &v)?;
+        }
+        if let Ok(v) = std::env::var("FLEET_ONLY") {
+            s.set("--only", &v)?;
+        }
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let (flag, inline) = match a.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+                _ => (a.as_str(), None),
+            };
+            if !Settings::takes_value(flag) {
+                continue; // --bench, --quick, and whatever cargo adds
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => it.next().ok_or(format!("{flag} needs a value"))?.clone(),
+            };
+            s.set(flag, &value)?;
+        }
+        if s.nodes == 0 {
+            return Err("--nodes must be at least 1".into());
+        }
+        Ok(s)
+    }
+
+    fn takes_value(flag: &str) -> bool {
+        matches!(
+            flag,
+            "--nodes"
+                | "--start-secs"
+                | "--steady-secs"
+                | "--cut-secs"
+                | "--heal-secs"
+                | "--cut"
+                | "--only"
+                | "--lite-arg"
+        )
+    }
+
+    fn set(&mut self, flag: &str, v: &str) -> Result<(), String> {
+        let secs = || {
+            v.parse::<u64>()
+                .map(Duration::from_secs)
+                .map_err(|_| format!("{flag}: not a number of seconds: {v:?}"))
+        };
+        match flag {
+            "--nodes" => self.nodes = v.parse().map_err(|_| format!("--nodes: {v:?}"))?,
+            "--start-secs" => self.start = secs()?,
+            "--steady-secs" => self.steady = secs()?,
+            "--cut-secs" => self.cut = secs()?,
+            "--heal-secs" => self.heal = secs()?,
+            "--cut" => {
+                self.cut_kind = match v {
+                    "silence" => CutKind::Silence,
+                    "reset" => CutKind::Reset,
+                    _ => return Err(format!("--cut: silence or reset, not {v:?}")),
+                }
+            }
+            "--only" => {
+                self.systems = match v {
+                    "direct" => vec![System::Direct],
+                    "lite" => vec![System::Lite],
+                    _ => return Err(format!("--only: direct or lite, not {v:?}")),
+                }
+            }
+            "--lite-arg" => self
+                .lite_args
+                .extend(v.split_whitespace().map(str::to_owned)),
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,4 +1,4 @@
-//! `cargo bench --bench fleet [-- OPTIONS]` (or `tests/bench/fleet.sh`):
+//! `cargo bench --bench fleet [-- OPTIONS]`:
 //! what a fleet of nodes costs the cloud, with and without lite-apiserver
 //! (issue 13).
 //!
@@ -17,7 +17,8 @@
 //!
 //! Options ([`opts`]): `--nodes`, `--start-secs`, `--steady-secs`,
 //! `--cut-secs`, `--heal-secs`, `--cut silence|reset`, `--only`,
-//! `--lite-arg`, `--quick` (5 nodes, short windows: under 2 minutes).
+//! `--lite-arg`, `--binary`, `--dump`, `--quick` (5 nodes, short
+//! windows: under 2 minutes).
 //! The report is printed and written to `$CARGO_TARGET_DIR/bench/fleet.md`.
 //! Every process the bench starts is gone when it ends (checked).
 
@@ -52,7 +53,7 @@ fn main() {
     // benchmark is not a test, do nothing then.
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.iter().any(|a| a == "--bench") {
-        println!("benchmark skipped outside `cargo bench` (run tests/bench/fleet.sh)");
+        println!("benchmark skipped outside `cargo bench` (cargo bench --bench fleet)");
         return;
     }
     let settings = match Settings::from_args(&args) {
@@ -78,11 +79,7 @@ fn run(s: &Settings) {
     std::fs::create_dir_all(&dir).unwrap();
     let pki = Pki::generate(&dir.join("pki"));
     let ids = rig::identities(&pki, s.nodes);
-    eprintln!(
-        "fleet: {} nodes, binary {}",
-        s.nodes,
-        support::daemon::binary().display()
-    );
+    eprintln!("fleet: {} nodes, binary {}", s.nodes, s.binary.display());
     let mut direct = Figures::default();
     let mut lite = Figures::default();
     for sys in &s.systems {

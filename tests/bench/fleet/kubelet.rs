@@ -37,7 +37,7 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 const THREAD_STACK: usize = 256 * 1024;
 
 /// The schedule (kubelet's defaults; tests shorten them).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Schedule {
     pub lease_every: Duration,
     pub status_every: Duration,

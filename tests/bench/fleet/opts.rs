@@ -10,6 +10,8 @@
 //! --cut silence|reset FLEET_CUT            silence (no RST; a regional outage) or a reset [silence]
 //! --only direct|lite  FLEET_ONLY           run one side only
 //! --lite-arg 'ARGS'   FLEET_LITE_ARGS      extra lite-apiserver flags (split at spaces), repeatable
+//! --binary PATH       FLEET_BINARY         the lite-apiserver to run [the one cargo built:
+//!                                          target/release/lite-apiserver under `cargo bench`]
 //! --quick                                  smoke preset: 5 nodes, windows 10/10/10/20 s
 //! --dump                                   also write every request the double saw
 //!                                          (TARGET/bench/fleet-requests-SYSTEM.txt)
@@ -17,7 +19,10 @@
 //! `--health-interval` and the other lite-apiserver flags keep their
 //! defaults unless given with `--lite-arg`.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::kubelet::Schedule;
 
 /// Which side of the comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +65,10 @@ pub struct Settings {
     pub lite_args: Vec<String>,
     /// Write every request the double saw to `fleet-requests-SYSTEM.txt`.
     pub dump: bool,
+    /// The lite-apiserver binary.
+    pub binary: PathBuf,
+    /// The fake kubelets' schedule (kubelet's defaults; tests shorten it).
+    pub schedule: Schedule,
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -86,6 +95,10 @@ impl Settings {
                 .map(|v| v.split_whitespace().map(str::to_owned).collect())
                 .unwrap_or_default(),
             dump: args.iter().any(|a| a == "--dump"),
+            binary: std::env::var_os("FLEET_BINARY")
+                .map(PathBuf::from)
+                .unwrap_or_else(crate::support::daemon::binary),
+            schedule: Schedule::default(),
         };
         if let Ok(v) = std::env::var("FLEET_CUT") {
             s.set("--cut", &v)?;
@@ -111,6 +124,9 @@ impl Settings {
         if s.nodes == 0 {
             return Err("--nodes must be at least 1".into());
         }
+        if s.systems.contains(&System::Lite) && !s.binary.is_file() {
+            return Err(format!("no lite-apiserver at {}", s.binary.display()));
+        }
         Ok(s)
     }
 
@@ -125,6 +141,7 @@ impl Settings {
                 | "--cut"
                 | "--only"
                 | "--lite-arg"
+                | "--binary"
         )
     }
 
@@ -157,6 +174,7 @@ impl Settings {
             "--lite-arg" => self
                 .lite_args
                 .extend(v.split_whitespace().map(str::to_owned)),
+            "--binary" => self.binary = PathBuf::from(v),
             _ => {}
         }
         Ok(())

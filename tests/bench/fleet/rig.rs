@@ -15,11 +15,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 
 use crate::http::Endpoint;
-use crate::kubelet::{Kubelet, Schedule, Stats, NS};
+use crate::kubelet::{Kubelet, Stats, NS};
 use crate::measure::{self, Figures, Window};
 use crate::opts::{CutKind, Settings, System};
 use crate::support::daemon::Daemon;
-use crate::support::double::{Double, Opts, Recorded};
+use crate::support::double::{ConnLife, Double, Opts, Recorded};
 use crate::support::pki::{Pair, Pki};
 use crate::support::relay::Relay;
 use crate::support::world;
@@ -136,7 +136,7 @@ fn start_lites(
     pki: &Pki,
     server: &str,
     nodes: &[Identity],
-    extra: &[String],
+    s: &Settings,
 ) -> Vec<Daemon> {
     nodes
         .iter()
@@ -144,8 +144,9 @@ fn start_lites(
             let mut args = vec!["--server".to_owned(), server.to_owned()];
             args.extend(pki.trust_flags());
             args.extend(["--identity".to_owned(), n.pair.identity_flag()]);
-            args.extend(extra.iter().cloned());
-            Daemon::start(&dir.join(format!("lite-{}", n.name)), &args)
+            args.extend(s.lite_args.iter().cloned());
+            let cache = dir.join(format!("lite-{}", n.name));
+            Daemon::start_with(s.binary.clone(), Vec::new(), &cache, &args)
         })
         .collect()
 }
@@ -187,11 +188,25 @@ fn sleep_until(t: Instant) {
 }
 
 /// What happened at which time.
-struct Marks {
-    begin: Instant,
-    kubelets: Instant,
-    steady: Window,
-    heal: Instant,
+#[derive(Clone, Copy, Debug)]
+pub struct Marks {
+    /// The double is up and seeded; the lite-apiservers start.
+    pub begin: Instant,
+    /// The kubelets start.
+    pub kubelets: Instant,
+    pub steady: Window,
+    /// The link goes down.
+    pub cut: Instant,
+    /// The link is back; the new pods are created.
+    pub heal: Instant,
+}
+
+/// One system's run: its figures and what they were computed from.
+pub struct Run {
+    pub figures: Figures,
+    pub requests: Vec<Recorded>,
+    pub connections: Vec<ConnLife>,
+    pub marks: Marks,
 }
 
 /// A running fleet.
@@ -222,11 +237,11 @@ fn start(
     let relay = Relay::start(double.addr());
     let begin = Instant::now();
     let lites = match sys {
-        System::Lite => start_lites(dir, pki, &relay.url(), ids, &s.lite_args),
+        System::Lite => start_lites(dir, pki, &relay.url(), ids, s),
         System::Direct => Vec::new(),
     };
     wait_online(&lites);
-    let kubelets = start_kubelets(sys, pki, ids, &lites, relay.addr());
+    let kubelets = start_kubelets(sys, s, pki, ids, &lites, relay.addr());
     let t_k = Instant::now();
     eprintln!("fleet {}: {} kubelets started", sys.label(), ids.len());
     (
@@ -255,6 +270,7 @@ fn cycle(
     let steady = Window::new(Instant::now(), s.steady);
     sleep_until(steady.to);
     eprintln!("fleet {}: link down for {:?}", sys.label(), s.cut);
+    let cut = Instant::now();
     link_down(&f.relay, s.cut_kind);
     std::thread::sleep(s.cut);
     link_up(&f.relay, s.cut_kind);
@@ -279,12 +295,19 @@ fn cycle(
         begin,
         kubelets: t_k,
         steady,
+        cut,
         heal,
     }
 }
 
 /// Runs one system through all windows; its figures.
 pub fn run(sys: System, s: &Settings, pki: &Pki, ids: &[Identity], dir: &Path) -> Figures {
+    run_full(sys, s, pki, ids, dir).figures
+}
+
+/// [`run`], keeping the double's logs and the marks (tests check the
+/// figures against them).
+pub fn run_full(sys: System, s: &Settings, pki: &Pki, ids: &[Identity], dir: &Path) -> Run {
     let (mut fleet, begin, t_k) = start(sys, s, pki, ids, dir);
     let marks = cycle(sys, s, &fleet, ids, begin, t_k);
     let figures = figures(s, &fleet.double, &fleet.kubelets, ids, &marks);
@@ -307,11 +330,17 @@ pub fn run(sys: System, s: &Settings, pki: &Pki, ids: &[Identity], dir: &Path) -
     fleet.kubelets.clear();
     stop_lites(&mut fleet.lites);
     fleet.relay.stop();
-    figures
+    Run {
+        figures,
+        requests: fleet.double.requests(),
+        connections: fleet.double.connections(),
+        marks,
+    }
 }
 
 fn start_kubelets(
     sys: System,
+    s: &Settings,
     pki: &Pki,
     ids: &[Identity],
     lites: &[Daemon],
@@ -325,12 +354,7 @@ fn start_kubelets(
                 System::Direct => Endpoint::new(link, config, Some(H2_HEALTH_CHECK)),
                 System::Lite => Endpoint::new(lites[i].addr, config, None),
             };
-            Kubelet::start(
-                &n.name,
-                ep,
-                Schedule::default(),
-                0x9e37_79b9 * (i as u64 + 1),
-            )
+            Kubelet::start(&n.name, ep, s.schedule, 0x9e37_79b9 * (i as u64 + 1))
         })
         .collect()
 }

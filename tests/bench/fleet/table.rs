@@ -65,8 +65,8 @@ fn costs(out: &mut String, s: &Settings, d: &Figures, l: &Figures) {
     row(
         out,
         "upstream connections held (steady)",
-        &num(dh),
-        &num(lh),
+        &d.held_steady.to_string(),
+        &l.held_steady.to_string(),
         &ratio(lh, dh),
         &h2,
     );

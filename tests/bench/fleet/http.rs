@@ -227,11 +227,8 @@ impl Endpoint {
         let (head, framing) = send(c, method, target, headers, body, deadline)?;
         let mut dec = BodyDecoder::new(framing);
         let mut out = Vec::new();
-        loop {
-            match read_body(c, &mut dec, deadline)? {
-                Some(piece) => out.extend_from_slice(&piece),
-                None => break,
-            }
+        while let Some(piece) = read_body(c, &mut dec, deadline)? {
+            out.extend_from_slice(&piece);
         }
         let keep = head.keep_alive() && dec.is_done() && framing != Framing::Close;
         Ok((

@@ -247,8 +247,8 @@ impl Drop for Kubelet {
 fn boot(n: &Arc<Node>, pods: Receiver<String>) {
     register(n);
     start_informers(n);
-    n.spawn("lease", |n| loops::lease(n));
-    n.spawn("status", |n| loops::node_status(n));
+    n.spawn("lease", loops::lease);
+    n.spawn("status", loops::node_status);
     loops::pod_worker(n, &pods);
 }
 

@@ -196,12 +196,14 @@ pub struct Marks {
     pub kubelets: Instant,
     pub steady: Window,
     /// The link goes down.
+    #[allow(dead_code)] // read by tests/fleet_harness.rs
     pub cut: Instant,
     /// The link is back; the new pods are created.
     pub heal: Instant,
 }
 
 /// One system's run: its figures and what they were computed from.
+#[allow(dead_code)] // all read by tests/fleet_harness.rs
 pub struct Run {
     pub figures: Figures,
     pub requests: Vec<Recorded>,

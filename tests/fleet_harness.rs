@@ -17,6 +17,9 @@ mod informer;
 #[path = "bench/fleet/kubelet.rs"]
 mod kubelet;
 #[allow(dead_code)]
+#[path = "bench/fleet/link.rs"]
+mod link;
+#[allow(dead_code)]
 #[path = "bench/fleet/loops.rs"]
 mod loops;
 #[allow(dead_code)]
@@ -38,6 +41,7 @@ use http::Endpoint;
 use kubelet::{Kubelet, Schedule, NS};
 use support::daemon::Daemon;
 use support::double::{Double, Opts, Recorded};
+use support::netns::NetNs;
 use support::pki::Pki;
 
 const KUBELET: (&str, &str) = ("User-Agent", kubelet::USER_AGENT);
@@ -425,13 +429,16 @@ fn check_cut(run: &rig::Run) {
     );
 }
 
-/// Two nodes through both systems, with short windows, a short cut (a
-/// reset) and a fast schedule: the harness's figures agree with the double's own logs, the
-/// link was really cut, and the fleet got through every window.
-#[test]
-fn a_short_fleet_run_measures_what_the_double_saw() {
-    let dir = support::temp_dir("fleet-run");
-    let pki = Pki::generate(&dir.join("pki"));
+/// Two nodes through both systems, with short windows, a short cut and a
+/// fast schedule, over `ns`'s veth link or (None) a relay: the harness's
+/// figures agree with the double's own logs, the link was really cut, and
+/// the fleet got through every window.
+fn short_run(name: &str, ns: Option<&NetNs>, cut_kind: opts::CutKind) {
+    let dir = support::temp_dir(name);
+    let mut pki = Pki::generate(&dir.join("pki"));
+    if let Some(ns) = ns {
+        pki.reissue_upstream_with_ips(&[ns.upstream_host.into()]);
+    }
     let ids = rig::identities(&pki, 2);
     let s = opts::Settings {
         nodes: ids.len(),
@@ -439,11 +446,12 @@ fn a_short_fleet_run_measures_what_the_double_saw() {
         steady: Duration::from_secs(6),
         cut: Duration::from_secs(4),
         heal: Duration::from_secs(12),
-        // A reset, not silence: after a silent cut shorter than two
-        // heartbeat timeouts (20 s), a direct kubelet is still waiting on
-        // dead connections when a short heal window ends (the bench's
-        // 60 s cut outlasts them).
-        cut_kind: opts::CutKind::Reset,
+        cut_kind,
+        link: if ns.is_some() {
+            opts::LinkKind::Netns
+        } else {
+            opts::LinkKind::Relay
+        },
         systems: vec![opts::System::Direct, opts::System::Lite],
         lite_args: vec!["--health-interval".into(), "1".into()],
         dump: false,
@@ -454,7 +462,7 @@ fn a_short_fleet_run_measures_what_the_double_saw() {
     for sys in s.systems.clone() {
         let sub = dir.join(format!("{sys:?}"));
         std::fs::create_dir_all(&sub).unwrap();
-        let run = rig::run_full(sys, &s, &pki, &ids, &sub);
+        let run = rig::run_full(sys, &s, &pki, &ids, &sub, ns);
         let f = &run.figures;
         eprintln!("{sys:?}: {f:?}");
         check_counts(&run, &s);
@@ -486,4 +494,24 @@ fn a_short_fleet_run_measures_what_the_double_saw() {
     );
     assert!(table.contains("| per fleet of 2 |"), "{table}");
     assert!(table.contains(&held), "{table}");
+}
+
+/// Over the relay, a reset: after a silent cut shorter than two heartbeat
+/// timeouts (20 s), a direct kubelet on the relay is still waiting on dead
+/// connections when a short heal window ends (the bench's 60 s cut
+/// outlasts them).
+#[test]
+fn a_short_fleet_run_over_a_relay_measures_what_the_double_saw() {
+    short_run("fleet-run-relay", None, opts::CutKind::Reset);
+}
+
+/// Over a namespace's veth link taken down (silence); skipped where
+/// namespaces cannot be made.
+#[test]
+fn a_short_fleet_run_over_a_veth_link_measures_what_the_double_saw() {
+    let test = "a_short_fleet_run_over_a_veth_link_measures_what_the_double_saw";
+    let Some(ns) = support::netns::or_skip(test) else {
+        return;
+    };
+    short_run("fleet-run-netns", Some(&ns), opts::CutKind::Silence);
 }

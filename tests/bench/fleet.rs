@@ -31,6 +31,8 @@ mod http;
 mod informer;
 #[path = "fleet/kubelet.rs"]
 mod kubelet;
+#[path = "fleet/link.rs"]
+mod link;
 #[path = "fleet/loops.rs"]
 mod loops;
 #[path = "fleet/measure.rs"]
@@ -45,7 +47,8 @@ mod rig;
 mod table;
 
 use measure::Figures;
-use opts::{Settings, System};
+use opts::{CutKind, LinkKind, Settings, System};
+use support::netns::NetNs;
 use support::pki::Pki;
 
 fn main() {
@@ -77,20 +80,57 @@ fn run(s: &Settings) {
     let dir = std::env::temp_dir().join(format!("lite-apiserver-fleet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let pki = Pki::generate(&dir.join("pki"));
+    let mut pki = Pki::generate(&dir.join("pki"));
+    let ns = make_link(s);
+    if let Some(ns) = &ns {
+        pki.reissue_upstream_with_ips(&[ns.upstream_host.into()]);
+    }
+    let s = &Settings {
+        link: if ns.is_some() {
+            LinkKind::Netns
+        } else {
+            LinkKind::Relay
+        },
+        ..s.clone()
+    };
     let ids = rig::identities(&pki, s.nodes);
-    eprintln!("fleet: {} nodes, binary {}", s.nodes, s.binary.display());
+    eprintln!(
+        "fleet: {} nodes, link {:?}, binary {}",
+        s.nodes,
+        s.link,
+        s.binary.display()
+    );
     let mut direct = Figures::default();
     let mut lite = Figures::default();
     for sys in &s.systems {
         let sub = dir.join(format!("{sys:?}").to_lowercase());
         std::fs::create_dir_all(&sub).unwrap();
-        let f = rig::run(*sys, s, &pki, &ids, &sub);
+        let f = rig::run(*sys, s, &pki, &ids, &sub, ns.as_ref());
         match sys {
             System::Direct => direct = f,
             System::Lite => lite = f,
         }
     }
     table::report(s, &direct, &lite);
+    drop(ns);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The namespace for `--link netns` (or `auto`, when one can be made and
+/// the cut is silence); None for the relay.
+fn make_link(s: &Settings) -> Option<NetNs> {
+    match s.link {
+        LinkKind::Relay => None,
+        LinkKind::Auto if s.cut_kind == CutKind::Reset => None,
+        LinkKind::Netns => Some(NetNs::create().unwrap_or_else(|e| {
+            panic!("--link netns: no network namespace ({e})");
+        })),
+        LinkKind::Auto => match NetNs::create() {
+            Ok(ns) => Some(ns),
+            Err(e) => {
+                eprintln!("fleet: no network namespace ({e}): the link is a relay");
+                None
+            }
+        },
+    }
 }

@@ -8,6 +8,9 @@
 //! --cut-secs S        FLEET_CUT_SECS       how long the link is down [60]
 //! --heal-secs S       FLEET_HEAL_SECS      the window after the link returns [60]
 //! --cut silence|reset FLEET_CUT            silence (no RST; a regional outage) or a reset [silence]
+//! --link auto|netns|relay FLEET_LINK       the cuttable link: a network namespace's veth link,
+//!                                          or a userspace relay; auto: netns when one can be
+//!                                          made and the cut is silence, else relay [auto]
 //! --only direct|lite  FLEET_ONLY           run one side only
 //! --lite-arg 'ARGS'   FLEET_LITE_ARGS      extra lite-apiserver flags (split at spaces), repeatable
 //! --binary PATH       FLEET_BINARY         the lite-apiserver to run [the one cargo built:
@@ -52,6 +55,14 @@ pub enum CutKind {
     Reset,
 }
 
+/// What the cuttable link is (see [`crate::link`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkKind {
+    Auto,
+    Netns,
+    Relay,
+}
+
 /// The bench's settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -61,6 +72,7 @@ pub struct Settings {
     pub cut: Duration,
     pub heal: Duration,
     pub cut_kind: CutKind,
+    pub link: LinkKind,
     pub systems: Vec<System>,
     pub lite_args: Vec<String>,
     /// Write every request the double saw to `fleet-requests-SYSTEM.txt`.
@@ -90,6 +102,7 @@ impl Settings {
             cut: Duration::from_secs(env_or("FLEET_CUT_SECS", d(60, 10))),
             heal: Duration::from_secs(env_or("FLEET_HEAL_SECS", d(60, 20))),
             cut_kind: CutKind::Silence,
+            link: LinkKind::Auto,
             systems: vec![System::Direct, System::Lite],
             lite_args: std::env::var("FLEET_LITE_ARGS")
                 .map(|v| v.split_whitespace().map(str::to_owned).collect())
@@ -102,6 +115,9 @@ impl Settings {
         };
         if let Ok(v) = std::env::var("FLEET_CUT") {
             s.set("--cut", &v)?;
+        }
+        if let Ok(v) = std::env::var("FLEET_LINK") {
+            s.set("--link", &v)?;
         }
         if let Ok(v) = std::env::var("FLEET_ONLY") {
             s.set("--only", &v)?;
@@ -124,6 +140,9 @@ impl Settings {
         if s.nodes == 0 {
             return Err("--nodes must be at least 1".into());
         }
+        if s.link == LinkKind::Netns && s.cut_kind == CutKind::Reset {
+            return Err("--cut reset needs --link relay".into());
+        }
         if s.systems.contains(&System::Lite) && !s.binary.is_file() {
             return Err(format!("no lite-apiserver at {}", s.binary.display()));
         }
@@ -142,6 +161,7 @@ impl Settings {
                 | "--only"
                 | "--lite-arg"
                 | "--binary"
+                | "--link"
         )
     }
 
@@ -175,6 +195,14 @@ impl Settings {
                 .lite_args
                 .extend(v.split_whitespace().map(str::to_owned)),
             "--binary" => self.binary = PathBuf::from(v),
+            "--link" => {
+                self.link = match v {
+                    "auto" => LinkKind::Auto,
+                    "netns" => LinkKind::Netns,
+                    "relay" => LinkKind::Relay,
+                    _ => return Err(format!("--link: auto, netns or relay, not {v:?}")),
+                }
+            }
             _ => {}
         }
         Ok(())

@@ -1,7 +1,8 @@
 //! One fleet: the double (the cloud's kube-apiserver), one cuttable link
-//! (a [`Relay`]) in front of it, N lite-apiserver processes (or none, for
-//! the direct baseline) and N fake kubelets; the run through the start,
-//! steady, cut and heal windows; the figures from the double's log.
+//! ([`Link`]: a network namespace's veth link, or a relay) in front of
+//! it, N lite-apiserver processes (or none, for the direct baseline) and
+//! N fake kubelets; the run through the start, steady, cut and heal
+//! windows; the figures from the double's log.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,12 +17,13 @@ use serde_json::json;
 
 use crate::http::Endpoint;
 use crate::kubelet::{Kubelet, Stats, NS};
+use crate::link::Link;
 use crate::measure::{self, Figures, Window};
-use crate::opts::{CutKind, Settings, System};
+use crate::opts::{Settings, System};
 use crate::support::daemon::Daemon;
 use crate::support::double::{ConnLife, Double, Opts, Recorded};
+use crate::support::netns::NetNs;
 use crate::support::pki::{Pair, Pki};
-use crate::support::relay::Relay;
 use crate::support::world;
 
 /// HTTP/2's health check on a kubelet's connection to kube-apiserver: a
@@ -130,23 +132,25 @@ pub fn seed(double: &Double, nodes: &[Identity]) {
 }
 
 /// Starts one lite-apiserver per node, each with its own cache directory
-/// and identity, against `server`.
+/// and identity, against the double across `link`.
 fn start_lites(
     dir: &Path,
     pki: &Pki,
-    server: &str,
+    link: &Link,
     nodes: &[Identity],
     s: &Settings,
 ) -> Vec<Daemon> {
+    let server = format!("https://{}", link.server_addr());
     nodes
         .iter()
-        .map(|n| {
-            let mut args = vec!["--server".to_owned(), server.to_owned()];
+        .enumerate()
+        .map(|(k, n)| {
+            let mut args = vec!["--server".to_owned(), server.clone()];
             args.extend(pki.trust_flags());
             args.extend(["--identity".to_owned(), n.pair.identity_flag()]);
             args.extend(s.lite_args.iter().cloned());
             let cache = dir.join(format!("lite-{}", n.name));
-            Daemon::start_with(s.binary.clone(), Vec::new(), &cache, &args)
+            link.start_lite(k, &s.binary, &cache, &args)
         })
         .collect()
 }
@@ -212,44 +216,46 @@ pub struct Run {
 }
 
 /// A running fleet.
-struct Fleet {
+struct Fleet<'a> {
     double: Double,
-    relay: Relay,
+    link: Link<'a>,
     lites: Vec<Daemon>,
     kubelets: Vec<Kubelet>,
 }
 
 /// Starts the double, the link, the lite-apiservers (for [`System::Lite`])
 /// once all are online, then the kubelets; (fleet, begin, kubelets' start).
-fn start(
+fn start<'a>(
     sys: System,
     s: &Settings,
     pki: &Pki,
     ids: &[Identity],
     dir: &Path,
-) -> (Fleet, Instant, Instant) {
-    let double = Double::start(
-        pki,
-        Opts {
-            empty: true,
-            ..Opts::default()
-        },
-    );
+    ns: Option<&'a NetNs>,
+) -> (Fleet<'a>, Instant, Instant) {
+    let opts = Opts {
+        empty: true,
+        ..Opts::default()
+    };
+    let double = match ns {
+        Some(ns) => Double::start_on(pki, opts, SocketAddr::new(ns.upstream_host.into(), 0)),
+        None => Double::start(pki, opts),
+    };
     seed(&double, ids);
-    let relay = Relay::start(double.addr());
+    let link = Link::new(ns, double.addr());
     let begin = Instant::now();
     let lites = match sys {
-        System::Lite => start_lites(dir, pki, &relay.url(), ids, s),
+        System::Lite => start_lites(dir, pki, &link, ids, s),
         System::Direct => Vec::new(),
     };
     wait_online(&lites);
-    let kubelets = start_kubelets(sys, s, pki, ids, &lites, relay.addr());
+    let kubelets = start_kubelets(sys, s, pki, ids, &lites, &link);
     let t_k = Instant::now();
     eprintln!("fleet {}: {} kubelets started", sys.label(), ids.len());
     (
         Fleet {
             double,
-            relay,
+            link,
             lites,
             kubelets,
         },
@@ -273,9 +279,9 @@ fn cycle(
     sleep_until(steady.to);
     eprintln!("fleet {}: link down for {:?}", sys.label(), s.cut);
     let cut = Instant::now();
-    link_down(&f.relay, s.cut_kind);
+    f.link.down(s.cut_kind);
     std::thread::sleep(s.cut);
-    link_up(&f.relay, s.cut_kind);
+    f.link.up(s.cut_kind);
     let heal = Instant::now();
     for n in ids {
         let name = format!("p-new-{}", n.name);
@@ -303,14 +309,30 @@ fn cycle(
 }
 
 /// Runs one system through all windows; its figures.
-pub fn run(sys: System, s: &Settings, pki: &Pki, ids: &[Identity], dir: &Path) -> Figures {
-    run_full(sys, s, pki, ids, dir).figures
+pub fn run(
+    sys: System,
+    s: &Settings,
+    pki: &Pki,
+    ids: &[Identity],
+    dir: &Path,
+    ns: Option<&NetNs>,
+) -> Figures {
+    run_full(sys, s, pki, ids, dir, ns).figures
 }
 
 /// [`run`], keeping the double's logs and the marks (tests check the
 /// figures against them).
-pub fn run_full(sys: System, s: &Settings, pki: &Pki, ids: &[Identity], dir: &Path) -> Run {
-    let (mut fleet, begin, t_k) = start(sys, s, pki, ids, dir);
+/// With `ns`, the link is that namespace's upstream link (the double
+/// listens on its host end; `pki` must cover that address), else a relay.
+pub fn run_full(
+    sys: System,
+    s: &Settings,
+    pki: &Pki,
+    ids: &[Identity],
+    dir: &Path,
+    ns: Option<&NetNs>,
+) -> Run {
+    let (mut fleet, begin, t_k) = start(sys, s, pki, ids, dir, ns);
     let marks = cycle(sys, s, &fleet, ids, begin, t_k);
     let figures = figures(s, &fleet.double, &fleet.kubelets, ids, &marks);
     if s.dump {
@@ -331,7 +353,7 @@ pub fn run_full(sys: System, s: &Settings, pki: &Pki, ids: &[Identity], dir: &Pa
     }
     fleet.kubelets.clear();
     stop_lites(&mut fleet.lites);
-    fleet.relay.stop();
+    fleet.link.stop();
     Run {
         figures,
         requests: fleet.double.requests(),
@@ -346,35 +368,28 @@ fn start_kubelets(
     pki: &Pki,
     ids: &[Identity],
     lites: &[Daemon],
-    link: SocketAddr,
+    link: &Link,
 ) -> Vec<Kubelet> {
-    ids.iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let config = client_config(&pki.ca.pem, &n.pair);
-            let ep = match sys {
-                System::Direct => Endpoint::new(link, config, Some(H2_HEALTH_CHECK)),
-                System::Lite => Endpoint::new(lites[i].addr, config, None),
-            };
-            Kubelet::start(&n.name, ep, s.schedule, 0x9e37_79b9 * (i as u64 + 1))
-        })
-        .collect()
-}
-
-fn link_down(relay: &Relay, kind: CutKind) {
-    match kind {
-        CutKind::Silence => relay.freeze(),
-        CutKind::Reset => {
-            relay.refuse();
-            relay.cut();
-        }
-    }
-}
-
-fn link_up(relay: &Relay, kind: CutKind) {
-    match kind {
-        CutKind::Silence => relay.thaw(),
-        CutKind::Reset => relay.accept_again(),
+    let all = || {
+        ids.iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let config = client_config(&pki.ca.pem, &n.pair);
+                let ep = match sys {
+                    System::Direct => {
+                        Endpoint::new(link.server_addr(), config, Some(H2_HEALTH_CHECK))
+                    }
+                    System::Lite => Endpoint::new(lites[i].addr, config, None),
+                };
+                Kubelet::start(&n.name, ep, s.schedule, 0x9e37_79b9 * (i as u64 + 1))
+            })
+            .collect()
+    };
+    match sys {
+        // Direct kubelets sit on the fleet's side of the link; those
+        // behind lite-apiserver reach theirs over a link never cut.
+        System::Direct => link.on_fleet_side(all),
+        System::Lite => all(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::measure::{Breakdown, Figures};
-use crate::opts::{CutKind, Settings};
+use crate::opts::{CutKind, LinkKind, Settings};
 
 fn num(v: f64) -> String {
     if v.abs() >= 100.0 {
@@ -257,9 +257,13 @@ pub fn render(s: &Settings, d: &Figures, l: &Figures) -> String {
         CutKind::Silence => "silence, no RST",
         CutKind::Reset => "every connection reset",
     };
+    let link = match s.link {
+        LinkKind::Netns => "a network namespace's veth link",
+        _ => "a userspace relay",
+    };
     let _ = writeln!(
         out,
-        "## Fleet bench: {} nodes; link down {} s ({cut}); windows: start {} s, steady {} s, heal {} s; lite-apiserver flags: {}\n",
+        "## Fleet bench: {} nodes; link ({link}) down {} s ({cut}); windows: start {} s, steady {} s, heal {} s; lite-apiserver flags: {}\n",
         s.nodes,
         s.cut.as_secs(),
         s.start.as_secs(),

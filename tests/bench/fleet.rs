@@ -3,7 +3,8 @@
 //! (issue 13).
 //!
 //! One kube-apiserver double stands for the cloud, behind one cuttable
-//! link (a relay that goes silent, as a regional outage does). Each node
+//! link ([`link`]: a network namespace's veth link taken down, or a relay
+//! that goes silent, as a regional outage does). Each node
 //! is a fake kubelet ([`kubelet`]: kubelet 1.36's requests on kubelet's
 //! schedule, with the node's client certificate) talking either to the
 //! double directly (the baseline) or to its own lite-apiserver process,
@@ -16,9 +17,9 @@
 //! new pod reached Running and its Lease was renewed.
 //!
 //! Options ([`opts`]): `--nodes`, `--start-secs`, `--steady-secs`,
-//! `--cut-secs`, `--heal-secs`, `--cut silence|reset`, `--only`,
-//! `--lite-arg`, `--binary`, `--dump`, `--quick` (5 nodes, short
-//! windows: under 2 minutes).
+//! `--cut-secs`, `--heal-secs`, `--cut silence|reset`, `--link`,
+//! `--only`, `--lite-arg`, `--binary`, `--dump`, `--quick` (5 nodes,
+//! short windows: under 4 minutes).
 //! The report is printed and written to `$CARGO_TARGET_DIR/bench/fleet.md`.
 //! Every process the bench starts is gone when it ends (checked).
 

@@ -45,6 +45,19 @@ pub struct Recorded {
     pub accept: Option<String>,
     /// Every header as received.
     pub headers: Vec<(String, String)>,
+    /// When the request's head and body had arrived.
+    pub at: Instant,
+}
+
+/// One accepted TCP connection, from the double's side.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLife {
+    /// When it was accepted.
+    pub opened: Instant,
+    /// When its first request had arrived (so the TLS handshake was done).
+    pub first_request: Option<Instant>,
+    /// When the double stopped serving it (closed by either side).
+    pub closed: Option<Instant>,
 }
 
 /// Knobs.
@@ -73,6 +86,8 @@ struct Shared {
     delay_rules: Mutex<Vec<(String, u64)>>,
     /// "METHOD target" of requests a rule delayed, logged on arrival.
     delayed: Mutex<Vec<String>>,
+    /// Every accepted connection, in accept order.
+    conn_log: Mutex<Vec<ConnLife>>,
 }
 
 /// The running double.
@@ -132,6 +147,7 @@ impl Double {
             recording: AtomicBool::new(true),
             delay_rules: Mutex::new(Vec::new()),
             delayed: Mutex::new(Vec::new()),
+            conn_log: Mutex::new(Vec::new()),
         });
         let listener = TcpListener::bind(bind).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -232,6 +248,18 @@ impl Double {
 
     pub fn clear_requests(&self) {
         self.shared.requests.lock().unwrap().clear();
+    }
+
+    /// Every connection accepted so far, in accept order (a fleet bench
+    /// counts the connections held and the handshakes made per window).
+    pub fn connections(&self) -> Vec<ConnLife> {
+        self.shared.conn_log.lock().unwrap().clone()
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        let log = self.shared.conn_log.lock().unwrap();
+        log.iter().filter(|c| c.closed.is_none()).count()
     }
 
     /// Turns the request log off (benchmarks) or on.
@@ -351,8 +379,10 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                     shared.conns.lock().unwrap().push(clone);
                 }
                 let shared = shared.clone();
+                let id = conn_opened(&shared);
                 std::thread::spawn(move || {
-                    let _ = serve(shared, tcp);
+                    let _ = serve(shared.clone(), tcp, id);
+                    conn_closed(&shared, id);
                 });
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -360,6 +390,31 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             }
             Err(_) => std::thread::sleep(Duration::from_millis(2)),
         }
+    }
+}
+
+/// Logs a newly accepted connection; returns its index in the log.
+fn conn_opened(shared: &Shared) -> usize {
+    let mut log = shared.conn_log.lock().unwrap();
+    log.push(ConnLife {
+        opened: Instant::now(),
+        first_request: None,
+        closed: None,
+    });
+    log.len() - 1
+}
+
+/// Notes connection `id`'s first request.
+fn conn_first_request(shared: &Shared, id: usize) {
+    if let Some(c) = shared.conn_log.lock().unwrap().get_mut(id) {
+        c.first_request.get_or_insert_with(Instant::now);
+    }
+}
+
+/// Notes that connection `id` is no longer served.
+fn conn_closed(shared: &Shared, id: usize) {
+    if let Some(c) = shared.conn_log.lock().unwrap().get_mut(id) {
+        c.closed = Some(Instant::now());
     }
 }
 
@@ -419,13 +474,14 @@ impl Conn {
     }
 }
 
-fn serve(shared: Arc<Shared>, tcp: TcpStream) -> io::Result<()> {
+fn serve(shared: Arc<Shared>, tcp: TcpStream, id: usize) -> io::Result<()> {
     let conn = rustls::ServerConnection::new(shared.tls.clone()).map_err(io::Error::other)?;
     let mut c = Conn {
         tls: rustls::StreamOwned::new(conn, tcp),
         buf: Vec::new(),
     };
     while let Some(head) = c.head()? {
+        conn_first_request(&shared, id);
         let body = c.body(head.framing().map_err(io::Error::other)?)?;
         let delay = shared.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
@@ -569,6 +625,17 @@ fn write_response(out: &mut Tls, status: u16, content_type: &str, body: &[u8]) -
     out.flush()
 }
 
+/// The BOOKMARK that ends a streaming list's initial events, as the
+/// apiserver sends it (annotated `k8s.io/initial-events-end`).
+fn initial_events_end(prefix: &str, resource: &str, rv: u64) -> Vec<u8> {
+    format!(
+        "{{\"type\":\"BOOKMARK\",\"object\":{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{{\"resourceVersion\":\"{rv}\",\"creationTimestamp\":null,\"annotations\":{{\"k8s.io/initial-events-end\":\"true\"}}}}}}}}\n",
+        world::kind_of(resource),
+        world::api_version_of(prefix)
+    )
+    .into_bytes()
+}
+
 fn write_chunk(out: &mut Tls, data: &[u8]) -> io::Result<()> {
     let mut all = format!("{:x}\r\n", data.len()).into_bytes();
     all.extend_from_slice(data);
@@ -659,6 +726,7 @@ impl<'a> Request<'a> {
                         )
                     })
                     .collect(),
+                at: Instant::now(),
             });
         }
         let authenticated = user.is_some();
@@ -1020,12 +1088,7 @@ impl<'a> Request<'a> {
                         write_chunk(out, &self.event_line(resource, "ADDED", &o, cursor))?;
                     }
                     if streaming {
-                        let line = format!(
-                            "{{\"type\":\"BOOKMARK\",\"object\":{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{{\"resourceVersion\":\"{cursor}\",\"creationTimestamp\":null,\"annotations\":{{\"k8s.io/initial-events-end\":\"true\"}}}}}}}}\n",
-                            world::kind_of(resource),
-                            world::api_version_of(prefix)
-                        );
-                        write_chunk(out, line.as_bytes())?;
+                        write_chunk(out, &initial_events_end(prefix, resource, cursor))?;
                     }
                 }
             }

@@ -178,6 +178,12 @@ impl Health {
         }
     }
 
+    /// Offline, and the last probe succeeded: one more success brings the
+    /// state back, so it is worth asking again soon.
+    pub fn is_confirming(&self) -> bool {
+        !self.is_online() && self.streak.load(Ordering::Acquire) > 0
+    }
+
     /// Every server failed: offline now.
     pub fn all_down(&self, why: &str) {
         self.streak.store(0, Ordering::Release);
@@ -280,10 +286,13 @@ mod tests {
     fn two_successes_bring_it_back() {
         let h = Health::new(1);
         assert!(h.is_online());
+        assert!(!h.is_confirming());
         h.all_down("refused");
         assert!(!h.is_online());
+        assert!(!h.is_confirming());
         assert!(!h.probe_succeeded(0));
         assert!(!h.is_online());
+        assert!(h.is_confirming(), "one success: ask again soon");
         assert!(h.probe_succeeded(0));
         assert!(h.is_online());
     }

@@ -14,7 +14,8 @@
 //! line, counted in `/metrics` and saved ([`super::saved`]). The watch ends
 //! after [`WATCH_SECONDS`], on a 410 or when its server is declared down;
 //! then the loop lists again (after waiting for the cloud while it is
-//! offline, and backing off after errors).
+//! offline and a random part of `--resume-spread` after that, and backing
+//! off after errors).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -121,6 +122,7 @@ pub async fn follow(upstream: &Upstream, agents: &CacheAgents, config: &Config) 
         dir: config.cache_dir.clone(),
         rejected: None,
         failed: None,
+        spread: config.resume_spread,
     };
     follower.run().await
 }
@@ -142,6 +144,9 @@ struct Follower<'a> {
     rejected: Option<String>,
     /// The last error (logged once; repeats at debug).
     failed: Option<String>,
+    /// `--resume-spread`: after an outage the list waits a random part of
+    /// it, so a healed fleet does not list in the same second.
+    spread: Duration,
 }
 
 impl Follower<'_> {
@@ -150,6 +155,7 @@ impl Follower<'_> {
         loop {
             if !self.upstream.health.is_online() {
                 self.upstream.health.wait_online().await;
+                Timer::after(crate::clock::random_within(self.spread)).await;
                 backoff = MIN_BACKOFF;
             }
             match self.round().await {

@@ -108,6 +108,39 @@ fn bad_flags_exit_2_with_one_line() {
             ],
             "--health-interval",
         ),
+        (
+            vec![
+                "--server",
+                "https://10.0.0.1:6443",
+                "--ca-file",
+                &ca,
+                "--upstream-idle-timeout",
+                "0",
+            ],
+            "--upstream-idle-timeout",
+        ),
+        (
+            vec![
+                "--server",
+                "https://10.0.0.1:6443",
+                "--ca-file",
+                &ca,
+                "--dial-rate",
+                "-1",
+            ],
+            "--dial-rate",
+        ),
+        (
+            vec![
+                "--server",
+                "https://10.0.0.1:6443",
+                "--ca-file",
+                &ca,
+                "--resume-spread",
+                "later",
+            ],
+            "--resume-spread",
+        ),
     ];
     for (args, flag) in cases {
         let mut all: Vec<&str> = base.to_vec();

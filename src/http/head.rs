@@ -176,15 +176,36 @@ pub(super) fn parse_within<'b>(
     }
 }
 
-/// Offset of the first LF not preceded by CR.
+/// Offset of the first LF not preceded by CR, eight bytes at a time (a
+/// head is scanned on every request and every answer).
 fn bare_lf(bytes: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = bytes[from..].iter().position(|&b| b == b'\n') {
-        let at = from + i;
-        if at == 0 || bytes[at - 1] != b'\r' {
-            return Some(at);
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // 0x80 in exactly the bytes of `x` that are zero (no borrow between
+    // bytes, so no false positives next to a real one).
+    let zeros = |x: u64| !(((x & LOW) + LOW) | x | LOW);
+    let mut at = 0;
+    // Whether the byte before `at` is CR.
+    let mut cr_before = false;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let w = crate::json::word(chunk);
+        let lf = zeros(w ^ (ONES * u64::from(b'\n')));
+        let cr = zeros(w ^ (ONES * u64::from(b'\r')));
+        // Byte i is preceded by CR when byte i-1 is (byte 0: the last
+        // byte of the previous word).
+        let after_cr = (cr << 8) | (u64::from(cr_before) << 7);
+        let bare = lf & !after_cr;
+        if bare != 0 {
+            return Some(at + (bare.trailing_zeros() / 8) as usize);
         }
-        from = at + 1;
+        cr_before = cr >> 63 != 0;
+        at += 8;
+    }
+    for (i, &b) in bytes[at..].iter().enumerate() {
+        if b == b'\n' && !cr_before {
+            return Some(at + i);
+        }
+        cr_before = b == b'\r';
     }
     None
 }

@@ -239,3 +239,30 @@ fn encode_round_trips() {
         b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n\r\n"
     );
 }
+
+/// The word-at-a-time scan finds what a byte-by-byte one finds, for every
+/// placement of CR and LF around word boundaries.
+#[test]
+fn bare_lf_matches_the_byte_scan() {
+    let reference =
+        |b: &[u8]| (0..b.len()).find(|&i| b[i] == b'\n' && (i == 0 || b[i - 1] != b'\r'));
+    let alphabet = [b'\r', b'\n', b'a', 0x8a, 0x0d | 0x80, 0];
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for len in 0..40 {
+        for _ in 0..400 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    alphabet[(state % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            assert_eq!(bare_lf(&bytes), reference(&bytes), "{bytes:?}");
+        }
+    }
+    let mut line = b"GET / HTTP/1.1\r\n".repeat(3);
+    assert_eq!(bare_lf(&line), None);
+    line[30] = b'x';
+    assert_eq!(bare_lf(&line), Some(31));
+}

@@ -85,31 +85,14 @@ impl CacheKey {
         query: Option<&str>,
         accept: Option<&str>,
     ) -> Result<CacheKey, KeyError> {
-        let mut key = String::with_capacity(path.len() + 8);
-        let mut count = 0;
-        for raw in path.split('/').filter(|s| !s.is_empty()) {
-            count += 1;
-            if count > MAX_SEGMENTS {
-                return Err(KeyError::TooDeep);
-            }
-            if !key.is_empty() {
-                key.push('/');
-            }
-            if raw.bytes().all(is_plain) && raw != "." && raw != ".." {
-                // The usual segment: nothing to decode, nothing to escape.
-                key.push_str(raw);
-                continue;
-            }
-            let decoded =
-                unescape(raw, false).ok_or_else(|| KeyError::BadSegment(raw.to_owned()))?;
-            if decoded.is_empty() || decoded == b"." || decoded == b".." || decoded.contains(&0) {
-                return Err(KeyError::BadSegment(raw.to_owned()));
-            }
-            escape_into(&decoded, &mut key);
-        }
+        let (path, watch) = path_key(path)?;
         Ok(CacheKey {
             agent: agent.clone(),
-            path: drop_watch_segment(key),
+            path: if watch {
+                drop_watch_segment(path)
+            } else {
+                path
+            },
             variant: variant(query, accept),
             page: None,
         })
@@ -253,6 +236,43 @@ impl fmt::Display for CacheKey {
     }
 }
 
+/// The escaped path segments joined by `/`, and whether one of them is
+/// `watch` (then [`drop_watch_segment`] may apply). One pass over the
+/// path's bytes for the usual plain segments.
+fn path_key(path: &str) -> Result<(String, bool), KeyError> {
+    let mut key = String::with_capacity(path.len());
+    let (mut count, mut watch) = (0, false);
+    let mut rest = path;
+    while !rest.is_empty() {
+        let end = rest.bytes().position(|b| b == b'/').unwrap_or(rest.len());
+        let raw = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or("");
+        if raw.is_empty() {
+            continue;
+        }
+        count += 1;
+        if count > MAX_SEGMENTS {
+            return Err(KeyError::TooDeep);
+        }
+        if !key.is_empty() {
+            key.push('/');
+        }
+        if raw.bytes().all(is_plain) && raw != "." && raw != ".." {
+            // The usual segment: nothing to decode, nothing to escape.
+            key.push_str(raw);
+            watch |= raw == "watch";
+            continue;
+        }
+        let decoded = unescape(raw, false).ok_or_else(|| KeyError::BadSegment(raw.to_owned()))?;
+        if decoded.is_empty() || decoded == b"." || decoded == b".." || decoded.contains(&0) {
+            return Err(KeyError::BadSegment(raw.to_owned()));
+        }
+        watch |= decoded == b"watch";
+        escape_into(&decoded, &mut key);
+    }
+    Ok((key, watch))
+}
+
 /// (length of `api/v1` or `apis/G/V`, the rest) for resource paths.
 fn resource_prefix<'a, 'b>(segments: &'b [&'a str]) -> Option<(usize, &'b [&'a str])> {
     match segments.first() {
@@ -282,6 +302,11 @@ fn drop_watch_segment(path: String) -> String {
 }
 
 fn variant(query: Option<&str>, accept: Option<&str>) -> String {
+    if query.is_none_or(str::is_empty) && accept.is_none_or(|a| !a.contains(';')) {
+        // The usual request: no parameters, an Accept without media type
+        // parameters. The plain variant, without parsing either.
+        return String::new();
+    }
     let query = Query::parse(query);
     let mut params: Vec<(&[u8], &[u8])> = query
         .pairs()
@@ -353,7 +378,14 @@ fn escape_into(bytes: &[u8], out: &mut String) {
 
 /// The bytes a path segment or variant keeps as they are.
 fn is_plain(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+    /// Bit `b` set for `[A-Za-z0-9._-]`.
+    const PLAIN: u128 = (0x3ff << b'0')
+        | (1 << b'.')
+        | (1 << b'-')
+        | (1 << b'_')
+        | (0x3ff_ffff << b'A')
+        | (0x3ff_ffff << b'a');
+    b < 128 && (PLAIN >> b) & 1 == 1
 }
 
 #[cfg(test)]
@@ -529,6 +561,36 @@ mod tests {
         assert_eq!(
             crd.item(Some("edge"), "w1").unwrap().rel_path(),
             PathBuf::from("kubelet/apis/edge.example.com/v1/namespaces/edge/widgets/w1@.json")
+        );
+    }
+
+    #[test]
+    fn plain_bytes_and_fast_paths() {
+        for b in 0..=255u8 {
+            let want = b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+            assert_eq!(is_plain(b), want, "{b}");
+        }
+        // An escaped `watch` segment is the watch form too; `xwatch` is not.
+        assert_eq!(
+            key("kubelet", "/api/v1/%77atch/namespaces/edge/pods", None).as_deref(),
+            Ok("kubelet/api/v1/namespaces/edge/pods@.json")
+        );
+        assert_eq!(
+            key("kubelet", "/api/v1/xwatch/pods", None).as_deref(),
+            Ok("kubelet/api/v1/xwatch/pods@.json")
+        );
+        assert_eq!(
+            key("kubelet", "//api//v1/pods/", Some("application/json")).as_deref(),
+            Ok("kubelet/api/v1/pods@.json")
+        );
+        assert_eq!(
+            key(
+                "kubelet",
+                "/api/v1/pods?",
+                Some("application/json;as=Table")
+            )
+            .as_deref(),
+            Ok("kubelet/api/v1/pods@as=Table.json")
         );
     }
 }

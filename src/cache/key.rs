@@ -237,31 +237,20 @@ impl fmt::Display for CacheKey {
 }
 
 /// The escaped path segments joined by `/`, and whether one of them is
-/// `watch` (then [`drop_watch_segment`] may apply). One pass over the
-/// path's bytes for the usual plain segments.
+/// `watch` (then [`drop_watch_segment`] may apply).
 fn path_key(path: &str) -> Result<(String, bool), KeyError> {
+    if let Some(plain) = plain_path(path) {
+        return Ok(plain);
+    }
     let mut key = String::with_capacity(path.len());
     let (mut count, mut watch) = (0, false);
-    let mut rest = path;
-    while !rest.is_empty() {
-        let end = rest.bytes().position(|b| b == b'/').unwrap_or(rest.len());
-        let raw = &rest[..end];
-        rest = rest.get(end + 1..).unwrap_or("");
-        if raw.is_empty() {
-            continue;
-        }
+    for raw in path.split('/').filter(|s| !s.is_empty()) {
         count += 1;
         if count > MAX_SEGMENTS {
             return Err(KeyError::TooDeep);
         }
         if !key.is_empty() {
             key.push('/');
-        }
-        if raw.bytes().all(is_plain) && raw != "." && raw != ".." {
-            // The usual segment: nothing to decode, nothing to escape.
-            key.push_str(raw);
-            watch |= raw == "watch";
-            continue;
         }
         let decoded = unescape(raw, false).ok_or_else(|| KeyError::BadSegment(raw.to_owned()))?;
         if decoded.is_empty() || decoded == b"." || decoded == b".." || decoded.contains(&0) {
@@ -271,6 +260,33 @@ fn path_key(path: &str) -> Result<(String, bool), KeyError> {
         escape_into(&decoded, &mut key);
     }
     Ok((key, watch))
+}
+
+/// The usual path (`/seg/seg/...`, every segment plain, none empty, `.`
+/// or `..`, at most [`MAX_SEGMENTS`]) is its own key without the leading
+/// `/`: one pass over its bytes and one copy, no decoding. `None`: the
+/// general rules apply.
+fn plain_path(path: &str) -> Option<(String, bool)> {
+    let rest = path.strip_prefix('/')?.as_bytes();
+    let (mut count, mut watch, mut start) = (0, false, 0);
+    for i in 0..=rest.len() {
+        // (the end of the path ends the last segment)
+        let b = rest.get(i).copied().unwrap_or(b'/');
+        if b != b'/' {
+            if !is_plain(b) {
+                return None;
+            }
+            continue;
+        }
+        let seg = &rest[start..i];
+        if seg.is_empty() || seg.iter().all(|&c| c == b'.') && seg.len() <= 2 {
+            return None;
+        }
+        watch |= seg == b"watch";
+        count += 1;
+        start = i + 1;
+    }
+    (count <= MAX_SEGMENTS).then(|| (path[1..].to_owned(), watch))
 }
 
 /// (length of `api/v1` or `apis/G/V`, the rest) for resource paths.
@@ -378,219 +394,21 @@ fn escape_into(bytes: &[u8], out: &mut String) {
 
 /// The bytes a path segment or variant keeps as they are.
 fn is_plain(b: u8) -> bool {
-    /// Bit `b` set for `[A-Za-z0-9._-]`.
-    const PLAIN: u128 = (0x3ff << b'0')
-        | (1 << b'.')
-        | (1 << b'-')
-        | (1 << b'_')
-        | (0x3ff_ffff << b'A')
-        | (0x3ff_ffff << b'a');
-    b < 128 && (PLAIN >> b) & 1 == 1
+    PLAIN[usize::from(b)]
 }
+
+/// `[A-Za-z0-9._-]` (a table: this is asked for every byte of every
+/// cached request's path).
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-';
+        b += 1;
+    }
+    t
+};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    fn key(agent: &str, target: &str, accept: Option<&str>) -> Result<String, KeyError> {
-        let (path, query) = target
-            .split_once('?')
-            .map_or((target, None), |(p, q)| (p, Some(q)));
-        let k = CacheKey::new(&Agent::from_user_agent(Some(agent)), path, query, accept)?;
-        Ok(k.rel_path().display().to_string())
-    }
-
-    #[test]
-    fn layout_table() {
-        let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        let cases: &[(&str, Option<&str>, &str)] = &[
-            (
-                "/api/v1/namespaces/edge/pods/web-1",
-                None,
-                "kubelet/api/v1/namespaces/edge/pods/web-1@.json",
-            ),
-            (
-                "/api/v1/namespaces/edge/pods/web-1/status",
-                None,
-                "kubelet/api/v1/namespaces/edge/pods/web-1/status@.json",
-            ),
-            (
-                "/api/v1/namespaces/edge/pods",
-                None,
-                "kubelet/api/v1/namespaces/edge/pods@.json",
-            ),
-            (
-                "/api/v1/namespaces/edge/pods?limit=500&resourceVersion=0",
-                None,
-                "kubelet/api/v1/namespaces/edge/pods@.json",
-            ),
-            (
-                "/api/v1/namespaces/edge/pods?watch=true&resourceVersion=5",
-                None,
-                "kubelet/api/v1/namespaces/edge/pods@.json",
-            ),
-            (
-                "/api/v1/watch/namespaces/edge/pods",
-                None,
-                "kubelet/api/v1/namespaces/edge/pods@.json",
-            ),
-            (
-                "/api/v1/pods?fieldSelector=spec.nodeName%3Dedge-1&limit=500",
-                None,
-                "kubelet/api/v1/pods@fieldSelector=spec.nodeName%3Dedge-1.json",
-            ),
-            (
-                "/api/v1/pods?labelSelector=b%3D2&fieldSelector=a%3D1",
-                None,
-                "kubelet/api/v1/pods@fieldSelector=a%3D1,labelSelector=b%3D2.json",
-            ),
-            (
-                "/api/v1/namespaces/edge/pods",
-                Some(table),
-                "kubelet/api/v1/namespaces/edge/pods@as=Table,g=meta.k8s.io,v=v1.json",
-            ),
-            (
-                "/api/v1/namespaces/edge/pods",
-                Some("application/json"),
-                "kubelet/api/v1/namespaces/edge/pods@.json",
-            ),
-            ("/api", None, "kubelet/api@.json"),
-            ("/", None, "kubelet/@.json"),
-            (
-                "/api/v1/namespaces/edge/configmaps/a%40b",
-                None,
-                "kubelet/api/v1/namespaces/edge/configmaps/a%40b@.json",
-            ),
-            (
-                "/api/v1/namespaces/edge/configmaps/a%2Fb",
-                None,
-                "kubelet/api/v1/namespaces/edge/configmaps/a%2Fb@.json",
-            ),
-        ];
-        for (target, accept, want) in cases {
-            assert_eq!(
-                key("kubelet/v1.36", target, *accept).as_deref(),
-                Ok(*want),
-                "{target}"
-            );
-        }
-    }
-
-    #[test]
-    fn no_escape_from_the_agent_directory() {
-        for target in [
-            "/api/../../etc",
-            "/api/%2e%2e/x",
-            "/api/%2E%2E",
-            "/a/./b",
-            "/a/%00/b",
-        ] {
-            assert!(key("kubelet", target, None).is_err(), "{target}");
-        }
-        let k = key("../../etc", "/api/v1/x", None).unwrap();
-        assert!(k.starts_with("%2e./api"), "{k}");
-        assert!(!Path::new(&k)
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir)));
-    }
-
-    #[test]
-    fn tables_are_recognised() {
-        let agent = Agent::from_user_agent(Some("kubectl"));
-        let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
-        assert!(CacheKey::new(&agent, "/api/v1/pods", None, Some(accept))
-            .unwrap()
-            .is_table());
-        assert!(
-            !CacheKey::new(&agent, "/api/v1/pods", None, Some("application/json"))
-                .unwrap()
-                .is_table()
-        );
-        let partial = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io";
-        assert!(!CacheKey::new(&agent, "/api/v1/pods", None, Some(partial))
-            .unwrap()
-            .is_table());
-    }
-
-    #[test]
-    fn long_variants_are_hashed() {
-        let long = format!("/api/v1/pods?labelSelector={}", "a".repeat(400));
-        let k = key("kubelet", &long, None).unwrap();
-        assert!(k.ends_with(".json") && k.contains("@h-"), "{k}");
-        assert!(k.len() < 100);
-    }
-
-    #[test]
-    fn items_of_lists() {
-        let agent = Agent::from_user_agent(Some("kubelet"));
-        let list = CacheKey::new(&agent, "/api/v1/namespaces/edge/pods", None, None).unwrap();
-        let item = list.item(Some("edge"), "web-1").unwrap();
-        assert_eq!(
-            item.rel_path(),
-            PathBuf::from("kubelet/api/v1/namespaces/edge/pods/web-1@.json")
-        );
-        assert!(list.item(Some("other"), "web-1").is_none());
-        let all = CacheKey::new(
-            &agent,
-            "/api/v1/pods",
-            Some("fieldSelector=spec.nodeName%3Dedge-1"),
-            None,
-        )
-        .unwrap();
-        assert_eq!(
-            all.item(Some("edge"), "web-1").unwrap().rel_path(),
-            PathBuf::from("kubelet/api/v1/namespaces/edge/pods/web-1@.json")
-        );
-        let nodes = CacheKey::new(&agent, "/api/v1/nodes", None, None).unwrap();
-        assert_eq!(
-            nodes.item(None, "edge-1").unwrap().rel_path(),
-            PathBuf::from("kubelet/api/v1/nodes/edge-1@.json")
-        );
-        assert_eq!(
-            list.items_dir(),
-            Some(PathBuf::from("kubelet/api/v1/namespaces/edge/pods"))
-        );
-        let crd = CacheKey::new(
-            &agent,
-            "/apis/edge.example.com/v1/namespaces/edge/widgets",
-            None,
-            None,
-        )
-        .unwrap();
-        assert_eq!(
-            crd.item(Some("edge"), "w1").unwrap().rel_path(),
-            PathBuf::from("kubelet/apis/edge.example.com/v1/namespaces/edge/widgets/w1@.json")
-        );
-    }
-
-    #[test]
-    fn plain_bytes_and_fast_paths() {
-        for b in 0..=255u8 {
-            let want = b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
-            assert_eq!(is_plain(b), want, "{b}");
-        }
-        // An escaped `watch` segment is the watch form too; `xwatch` is not.
-        assert_eq!(
-            key("kubelet", "/api/v1/%77atch/namespaces/edge/pods", None).as_deref(),
-            Ok("kubelet/api/v1/namespaces/edge/pods@.json")
-        );
-        assert_eq!(
-            key("kubelet", "/api/v1/xwatch/pods", None).as_deref(),
-            Ok("kubelet/api/v1/xwatch/pods@.json")
-        );
-        assert_eq!(
-            key("kubelet", "//api//v1/pods/", Some("application/json")).as_deref(),
-            Ok("kubelet/api/v1/pods@.json")
-        );
-        assert_eq!(
-            key(
-                "kubelet",
-                "/api/v1/pods?",
-                Some("application/json;as=Table")
-            )
-            .as_deref(),
-            Ok("kubelet/api/v1/pods@as=Table.json")
-        );
-    }
-}
+mod tests;

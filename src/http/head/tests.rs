@@ -266,3 +266,32 @@ fn bare_lf_matches_the_byte_scan() {
     line[30] = b'x';
     assert_eq!(bare_lf(&line), Some(31));
 }
+
+#[test]
+fn find_byte_matches_the_byte_scan() {
+    let text = b"/api/v1/namespaces/edge/pods?limit=5#x\xc3\xa9/#?";
+    for start in 0..text.len() {
+        for end in start..=text.len() {
+            let bytes = &text[start..end];
+            for needle in [b'?', b'#', b'/'] {
+                let plain = bytes.iter().position(|&b| b == needle);
+                assert_eq!(find_byte(bytes, needle, false), plain, "{bytes:?}");
+                let any = bytes.iter().position(|&b| b == needle || !b.is_ascii());
+                assert_eq!(find_byte(bytes, needle, true), any, "{bytes:?}");
+            }
+        }
+    }
+    for (target, path, query) in [
+        ("/a/b?x=1", "/a/b", Some("x=1")),
+        ("/a/very/long/path/indeed?", "/a/very/long/path/indeed", Some("")),
+        ("/a/very/long/path/indeed", "/a/very/long/path/indeed", None),
+        ("/?q?r", "/", Some("q?r")),
+    ] {
+        let h = req(&format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert_eq!((h.path(), h.query()), (path, query), "{target}");
+    }
+    for bad in ["/a/long/path#frag", "/a/long/pa\u{e9}th", "/\u{e9}"] {
+        let text = format!("GET {bad} HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(RequestHead::parse(text.as_bytes()).is_err(), "{bad}");
+    }
+}

@@ -283,7 +283,11 @@ fn find_byte_matches_the_byte_scan() {
     }
     for (target, path, query) in [
         ("/a/b?x=1", "/a/b", Some("x=1")),
-        ("/a/very/long/path/indeed?", "/a/very/long/path/indeed", Some("")),
+        (
+            "/a/very/long/path/indeed?",
+            "/a/very/long/path/indeed",
+            Some(""),
+        ),
         ("/a/very/long/path/indeed", "/a/very/long/path/indeed", None),
         ("/?q?r", "/", Some("q?r")),
     ] {

@@ -61,7 +61,8 @@ impl<'a> HopByHop<'a> {
 /// lengths first, since most names compared differ in length, then eight
 /// bytes at a time (look-ups and the hop-by-hop test run over every field
 /// of every head).
-#[inline]
+// (always inline: the length test is most of the work, a call is not.)
+#[inline(always)]
 pub fn same_name(a: impl AsRef<[u8]>, b: impl AsRef<[u8]>) -> bool {
     let (a, b) = (a.as_ref(), b.as_ref());
     a.len() == b.len() && same_len_name(a, b)

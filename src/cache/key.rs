@@ -268,25 +268,30 @@ fn path_key(path: &str) -> Result<(String, bool), KeyError> {
 /// general rules apply.
 fn plain_path(path: &str) -> Option<(String, bool)> {
     let rest = path.strip_prefix('/')?.as_bytes();
+    // (a byte loop: an inclusive range or a chained iterator is a call
+    // per byte at opt-level z)
     let (mut count, mut watch, mut start) = (0, false, 0);
-    for i in 0..=rest.len() {
-        // (the end of the path ends the last segment)
-        let b = rest.get(i).copied().unwrap_or(b'/');
-        if b != b'/' {
-            if !is_plain(b) {
+    for (i, &b) in rest.iter().enumerate() {
+        if b == b'/' {
+            let seg = &rest[start..i];
+            if !plain_segment(seg) {
                 return None;
             }
-            continue;
-        }
-        let seg = &rest[start..i];
-        if seg.is_empty() || seg.iter().all(|&c| c == b'.') && seg.len() <= 2 {
+            watch |= seg == b"watch";
+            count += 1;
+            start = i + 1;
+        } else if !is_plain(b) {
             return None;
         }
-        watch |= seg == b"watch";
-        count += 1;
-        start = i + 1;
     }
-    (count <= MAX_SEGMENTS).then(|| (path[1..].to_owned(), watch))
+    let last = &rest[start..];
+    (plain_segment(last) && count < MAX_SEGMENTS)
+        .then(|| (path[1..].to_owned(), watch || last == b"watch"))
+}
+
+/// A segment of plain bytes that is its own key: not empty, `.` or `..`.
+fn plain_segment(seg: &[u8]) -> bool {
+    !(seg.is_empty() || seg.len() <= 2 && seg.iter().all(|&c| c == b'.'))
 }
 
 /// (length of `api/v1` or `apis/G/V`, the rest) for resource paths.

@@ -85,31 +85,14 @@ impl CacheKey {
         query: Option<&str>,
         accept: Option<&str>,
     ) -> Result<CacheKey, KeyError> {
-        let mut key = String::with_capacity(path.len() + 8);
-        let mut count = 0;
-        for raw in path.split('/').filter(|s| !s.is_empty()) {
-            count += 1;
-            if count > MAX_SEGMENTS {
-                return Err(KeyError::TooDeep);
-            }
-            if !key.is_empty() {
-                key.push('/');
-            }
-            if raw.bytes().all(is_plain) && raw != "." && raw != ".." {
-                // The usual segment: nothing to decode, nothing to escape.
-                key.push_str(raw);
-                continue;
-            }
-            let decoded =
-                unescape(raw, false).ok_or_else(|| KeyError::BadSegment(raw.to_owned()))?;
-            if decoded.is_empty() || decoded == b"." || decoded == b".." || decoded.contains(&0) {
-                return Err(KeyError::BadSegment(raw.to_owned()));
-            }
-            escape_into(&decoded, &mut key);
-        }
+        let (path, watch) = path_key(path)?;
         Ok(CacheKey {
             agent: agent.clone(),
-            path: drop_watch_segment(key),
+            path: if watch {
+                drop_watch_segment(path)
+            } else {
+                path
+            },
             variant: variant(query, accept),
             page: None,
         })
@@ -253,6 +236,64 @@ impl fmt::Display for CacheKey {
     }
 }
 
+/// The escaped path segments joined by `/`, and whether one of them is
+/// `watch` (then [`drop_watch_segment`] may apply).
+fn path_key(path: &str) -> Result<(String, bool), KeyError> {
+    if let Some(plain) = plain_path(path) {
+        return Ok(plain);
+    }
+    let mut key = String::with_capacity(path.len());
+    let (mut count, mut watch) = (0, false);
+    for raw in path.split('/').filter(|s| !s.is_empty()) {
+        count += 1;
+        if count > MAX_SEGMENTS {
+            return Err(KeyError::TooDeep);
+        }
+        if !key.is_empty() {
+            key.push('/');
+        }
+        let decoded = unescape(raw, false).ok_or_else(|| KeyError::BadSegment(raw.to_owned()))?;
+        if decoded.is_empty() || decoded == b"." || decoded == b".." || decoded.contains(&0) {
+            return Err(KeyError::BadSegment(raw.to_owned()));
+        }
+        watch |= decoded == b"watch";
+        escape_into(&decoded, &mut key);
+    }
+    Ok((key, watch))
+}
+
+/// The usual path (`/seg/seg/...`, every segment plain, none empty, `.`
+/// or `..`, at most [`MAX_SEGMENTS`]) is its own key without the leading
+/// `/`: one pass over its bytes and one copy, no decoding. `None`: the
+/// general rules apply.
+fn plain_path(path: &str) -> Option<(String, bool)> {
+    let rest = path.strip_prefix('/')?.as_bytes();
+    // (a byte loop: an inclusive range or a chained iterator is a call
+    // per byte at opt-level z)
+    let (mut count, mut watch, mut start) = (0, false, 0);
+    for (i, &b) in rest.iter().enumerate() {
+        if b == b'/' {
+            let seg = &rest[start..i];
+            if !plain_segment(seg) {
+                return None;
+            }
+            watch |= seg == b"watch";
+            count += 1;
+            start = i + 1;
+        } else if !is_plain(b) {
+            return None;
+        }
+    }
+    let last = &rest[start..];
+    (plain_segment(last) && count < MAX_SEGMENTS)
+        .then(|| (path[1..].to_owned(), watch || last == b"watch"))
+}
+
+/// A segment of plain bytes that is its own key: not empty, `.` or `..`.
+fn plain_segment(seg: &[u8]) -> bool {
+    !(seg.is_empty() || seg.len() <= 2 && seg.iter().all(|&c| c == b'.'))
+}
+
 /// (length of `api/v1` or `apis/G/V`, the rest) for resource paths.
 fn resource_prefix<'a, 'b>(segments: &'b [&'a str]) -> Option<(usize, &'b [&'a str])> {
     match segments.first() {
@@ -282,6 +323,11 @@ fn drop_watch_segment(path: String) -> String {
 }
 
 fn variant(query: Option<&str>, accept: Option<&str>) -> String {
+    if query.is_none_or(str::is_empty) && accept.is_none_or(|a| !a.contains(';')) {
+        // The usual request: no parameters, an Accept without media type
+        // parameters. The plain variant, without parsing either.
+        return String::new();
+    }
     let query = Query::parse(query);
     let mut params: Vec<(&[u8], &[u8])> = query
         .pairs()
@@ -353,182 +399,21 @@ fn escape_into(bytes: &[u8], out: &mut String) {
 
 /// The bytes a path segment or variant keeps as they are.
 fn is_plain(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+    PLAIN[usize::from(b)]
 }
+
+/// `[A-Za-z0-9._-]` (a table: this is asked for every byte of every
+/// cached request's path).
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-';
+        b += 1;
+    }
+    t
+};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    fn key(agent: &str, target: &str, accept: Option<&str>) -> Result<String, KeyError> {
-        let (path, query) = target
-            .split_once('?')
-            .map_or((target, None), |(p, q)| (p, Some(q)));
-        let k = CacheKey::new(&Agent::from_user_agent(Some(agent)), path, query, accept)?;
-        Ok(k.rel_path().display().to_string())
-    }
-
-    #[test]
-    fn layout_table() {
-        let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        let cases: &[(&str, Option<&str>, &str)] = &[
-            (
-                "/api/v1/namespaces/edge/pods/web-1",
-                None,
-                "kubelet/api/v1/namespaces/edge/pods/web-1@.json",
-            ),
-            (
-                "/api/v1/namespaces/edge/pods/web-1/status",
-                None,
-                "kubelet/api/v1/namespaces/edge/pods/web-1/status@.json",
-            ),
-            (
-                "/api/v1/namespaces/edge/pods",
-                None,
-                "kubelet/api/v1/namespaces/edge/pods@.json",
-            ),
-            (
-                "/api/v1/namespaces/edge/pods?limit=500&resourceVersion=0",
-                None,
-                "kubelet/api/v1/namespaces/edge/pods@.json",
-            ),
-            (
-                "/api/v1/namespaces/edge/pods?watch=true&resourceVersion=5",
-                None,
-                "kubelet/api/v1/namespaces/edge/pods@.json",
-            ),
-            (
-                "/api/v1/watch/namespaces/edge/pods",
-                None,
-                "kubelet/api/v1/namespaces/edge/pods@.json",
-            ),
-            (
-                "/api/v1/pods?fieldSelector=spec.nodeName%3Dedge-1&limit=500",
-                None,
-                "kubelet/api/v1/pods@fieldSelector=spec.nodeName%3Dedge-1.json",
-            ),
-            (
-                "/api/v1/pods?labelSelector=b%3D2&fieldSelector=a%3D1",
-                None,
-                "kubelet/api/v1/pods@fieldSelector=a%3D1,labelSelector=b%3D2.json",
-            ),
-            (
-                "/api/v1/namespaces/edge/pods",
-                Some(table),
-                "kubelet/api/v1/namespaces/edge/pods@as=Table,g=meta.k8s.io,v=v1.json",
-            ),
-            (
-                "/api/v1/namespaces/edge/pods",
-                Some("application/json"),
-                "kubelet/api/v1/namespaces/edge/pods@.json",
-            ),
-            ("/api", None, "kubelet/api@.json"),
-            ("/", None, "kubelet/@.json"),
-            (
-                "/api/v1/namespaces/edge/configmaps/a%40b",
-                None,
-                "kubelet/api/v1/namespaces/edge/configmaps/a%40b@.json",
-            ),
-            (
-                "/api/v1/namespaces/edge/configmaps/a%2Fb",
-                None,
-                "kubelet/api/v1/namespaces/edge/configmaps/a%2Fb@.json",
-            ),
-        ];
-        for (target, accept, want) in cases {
-            assert_eq!(
-                key("kubelet/v1.36", target, *accept).as_deref(),
-                Ok(*want),
-                "{target}"
-            );
-        }
-    }
-
-    #[test]
-    fn no_escape_from_the_agent_directory() {
-        for target in [
-            "/api/../../etc",
-            "/api/%2e%2e/x",
-            "/api/%2E%2E",
-            "/a/./b",
-            "/a/%00/b",
-        ] {
-            assert!(key("kubelet", target, None).is_err(), "{target}");
-        }
-        let k = key("../../etc", "/api/v1/x", None).unwrap();
-        assert!(k.starts_with("%2e./api"), "{k}");
-        assert!(!Path::new(&k)
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir)));
-    }
-
-    #[test]
-    fn tables_are_recognised() {
-        let agent = Agent::from_user_agent(Some("kubectl"));
-        let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
-        assert!(CacheKey::new(&agent, "/api/v1/pods", None, Some(accept))
-            .unwrap()
-            .is_table());
-        assert!(
-            !CacheKey::new(&agent, "/api/v1/pods", None, Some("application/json"))
-                .unwrap()
-                .is_table()
-        );
-        let partial = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io";
-        assert!(!CacheKey::new(&agent, "/api/v1/pods", None, Some(partial))
-            .unwrap()
-            .is_table());
-    }
-
-    #[test]
-    fn long_variants_are_hashed() {
-        let long = format!("/api/v1/pods?labelSelector={}", "a".repeat(400));
-        let k = key("kubelet", &long, None).unwrap();
-        assert!(k.ends_with(".json") && k.contains("@h-"), "{k}");
-        assert!(k.len() < 100);
-    }
-
-    #[test]
-    fn items_of_lists() {
-        let agent = Agent::from_user_agent(Some("kubelet"));
-        let list = CacheKey::new(&agent, "/api/v1/namespaces/edge/pods", None, None).unwrap();
-        let item = list.item(Some("edge"), "web-1").unwrap();
-        assert_eq!(
-            item.rel_path(),
-            PathBuf::from("kubelet/api/v1/namespaces/edge/pods/web-1@.json")
-        );
-        assert!(list.item(Some("other"), "web-1").is_none());
-        let all = CacheKey::new(
-            &agent,
-            "/api/v1/pods",
-            Some("fieldSelector=spec.nodeName%3Dedge-1"),
-            None,
-        )
-        .unwrap();
-        assert_eq!(
-            all.item(Some("edge"), "web-1").unwrap().rel_path(),
-            PathBuf::from("kubelet/api/v1/namespaces/edge/pods/web-1@.json")
-        );
-        let nodes = CacheKey::new(&agent, "/api/v1/nodes", None, None).unwrap();
-        assert_eq!(
-            nodes.item(None, "edge-1").unwrap().rel_path(),
-            PathBuf::from("kubelet/api/v1/nodes/edge-1@.json")
-        );
-        assert_eq!(
-            list.items_dir(),
-            Some(PathBuf::from("kubelet/api/v1/namespaces/edge/pods"))
-        );
-        let crd = CacheKey::new(
-            &agent,
-            "/apis/edge.example.com/v1/namespaces/edge/widgets",
-            None,
-            None,
-        )
-        .unwrap();
-        assert_eq!(
-            crd.item(Some("edge"), "w1").unwrap().rel_path(),
-            PathBuf::from("kubelet/apis/edge.example.com/v1/namespaces/edge/widgets/w1@.json")
-        );
-    }
-}
+mod tests;

@@ -7,7 +7,10 @@
 
 use std::ops::Range;
 
-use super::head::{framing_of, parse_within, Fields, Framing, HopByHop, Parsed, MAX_HEADERS};
+use super::head::{
+    complete_head, framing_of, head_window, parse_within, same_name, slots, Fields, Framing,
+    HopByHop, Parsed, MAX_HEADERS,
+};
 use super::HttpError;
 
 /// A response head, ready to forward.
@@ -20,26 +23,51 @@ pub struct ForwardHead {
     /// The framing its fields declare, or why they are refused.
     declared: Result<Option<Framing>, &'static str>,
     keep_alive: bool,
+    /// Whether the body is plain JSON: media type `application/json` (see
+    /// [`is_json_type`]) and no content coding.
+    json: bool,
     /// The status line and every field a proxy forwards ("Name: value"
     /// lines, hop-by-hop ones dropped but for a 101's Upgrade pair),
     /// without the blank line that ends the head: the relay adds its own
     /// framing fields first.
     pub head: Vec<u8>,
     content_type: Option<Range<usize>>,
-    /// A `Content-Encoding` other than `identity` (gzip): the body is not
-    /// the representation itself.
-    encoded: bool,
 }
 
 impl ForwardHead {
     /// Parses a response head from the start of `buf` (the line rules of
     /// [`super::ResponseHead::parse`]).
     pub fn parse(buf: &[u8]) -> Result<Parsed<ForwardHead>, HttpError> {
+        // The usual head, complete in `buf`: parsed once.
+        let window = head_window(buf);
+        let mut slots = slots();
+        let mut res = httparse::Response::new(&mut []);
+        let config = httparse::ParserConfig::default();
+        if let Ok(httparse::Status::Complete(n)) =
+            config.parse_response_with_uninit_headers(&mut res, window, &mut slots)
+        {
+            return Self::build(&res, complete_head(window, n)?);
+        }
+        Self::parse_general(buf)
+    }
+
+    /// [`ForwardHead::parse`] for a head that is not complete or not
+    /// valid: the first rule broken decides.
+    #[inline(never)]
+    fn parse_general(buf: &[u8]) -> Result<Parsed<ForwardHead>, HttpError> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut slots);
         let Some(used) = parse_within(buf, |b| res.parse(b))? else {
             return Ok(Parsed::Partial);
         };
+        Self::build(&res, used)
+    }
+
+    /// The forwarded head of what httparse parsed in `used` bytes.
+    fn build(
+        res: &httparse::Response<'_, '_>,
+        used: usize,
+    ) -> Result<Parsed<ForwardHead>, HttpError> {
         let (Some(status), Some(minor)) = (res.code, res.version) else {
             return Ok(Parsed::Partial);
         };
@@ -60,16 +88,21 @@ impl ForwardHead {
         head.extend_from_slice(reason.unwrap_or(super::reason_phrase(status)).as_bytes());
         head.extend_from_slice(b"\r\n");
         let content_type = encode_fields(fields, status == 101, &mut head);
-        let encoded = fields.iter().any(is_content_coded);
+        // A content-coded (gzip) body is not the JSON itself: never cached.
+        let json = !fields.iter().any(is_content_coded)
+            && content_type
+                .clone()
+                .and_then(|r| head.get(r))
+                .is_some_and(is_json_type);
         Ok(Parsed::Complete(
             ForwardHead {
                 status,
                 minor,
                 declared,
                 keep_alive,
+                json,
                 head,
                 content_type,
-                encoded,
             },
             used,
         ))
@@ -105,18 +138,29 @@ impl ForwardHead {
     /// `application/json` and no content coding (a gzipped body is relayed
     /// but never cached, patched or rewritten).
     pub fn is_json(&self) -> bool {
-        !self.encoded
-            && self.content_type().is_some_and(|ct| {
-                ct.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-            })
+        self.json
     }
+}
+
+/// Whether a Content-Type value in UTF-8 has the media type (parameters
+/// aside, whitespace trimmed) `application/json`; on the bytes when they
+/// are ASCII, as they are.
+fn is_json_type(value: &[u8]) -> bool {
+    const JSON: &str = "application/json";
+    if !value.is_ascii() {
+        return std::str::from_utf8(value).is_ok_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case(JSON))
+        });
+    }
+    let media = value.split(|&b| b == b';').next().unwrap_or(value);
+    same_name(media.trim_ascii(), JSON)
 }
 
 /// A `Content-Encoding` field naming a coding other than `identity`.
 fn is_content_coded(f: &httparse::Header<'_>) -> bool {
-    f.name.eq_ignore_ascii_case("content-encoding")
+    same_name(f.name, "content-encoding")
         && !f.value.trim_ascii().eq_ignore_ascii_case(b"identity")
         && !f.value.trim_ascii().is_empty()
 }
@@ -132,13 +176,13 @@ fn encode_fields(
     for f in fields {
         let pair = ["connection", "upgrade"]
             .iter()
-            .any(|n| n.eq_ignore_ascii_case(f.name));
+            .any(|n| same_name(n, f.name));
         if hop.contains(f.name) && !(upgrade && pair) {
             continue;
         }
         out.extend_from_slice(f.name.as_bytes());
         out.extend_from_slice(b": ");
-        if content_type.is_none() && f.name.eq_ignore_ascii_case("content-type") {
+        if content_type.is_none() && same_name("content-type", f.name) {
             content_type = Some(out.len()..out.len() + f.value.len());
         }
         out.extend_from_slice(f.value);

@@ -52,12 +52,51 @@ impl<'a> HopByHop<'a> {
 
     /// Whether a field called `name` is hop-by-hop.
     pub fn contains(&self, name: &str) -> bool {
-        HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-            || self
-                .named
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+        HOP_BY_HOP.iter().any(|h| same_name(h, name))
+            || self.named.iter().any(|t| same_name(t, name.as_bytes()))
     }
+}
+
+/// Whether two field names (or tokens) are equal ignoring ASCII case: the
+/// lengths first, since most names compared differ in length, then eight
+/// bytes at a time (look-ups and the hop-by-hop test run over every field
+/// of every head).
+// (always inline: the length test is most of the work, a call is not.)
+#[inline(always)]
+pub fn same_name(a: impl AsRef<[u8]>, b: impl AsRef<[u8]>) -> bool {
+    let (a, b) = (a.as_ref(), b.as_ref());
+    a.len() == b.len() && same_len_name(a, b)
+}
+
+/// [`same_name`] for `a` and `b` of the same length.
+fn same_len_name(a: &[u8], b: &[u8]) -> bool {
+    use crate::json::word;
+    let n = a.len();
+    if n < 8 {
+        return a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y));
+    }
+    let mut at = 0;
+    while at + 8 <= n {
+        if lower_word(word(&a[at..at + 8])) != lower_word(word(&b[at..at + 8])) {
+            return false;
+        }
+        at += 8;
+    }
+    // The last (overlapping) eight bytes.
+    at == n || lower_word(word(&a[n - 8..])) == lower_word(word(&b[n - 8..]))
+}
+
+/// Eight bytes with `A-Z` made lower-case (no other byte changes).
+fn lower_word(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // (no carry between bytes: each sum stays below 0x100)
+    let low = w & LOW;
+    let at_least_a = low + ONES * (0x80 - u64::from(b'A'));
+    let above_z = low + ONES * (0x80 - u64::from(b'Z') - 1);
+    let upper = at_least_a & !above_z & !w & HIGH;
+    w | (upper >> 2)
 }
 
 /// Read access to a head's fields, owned ([`Headers`]) or borrowed
@@ -69,7 +108,7 @@ pub trait Fields {
     /// Every value of `name` (case-insensitive).
     fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.each()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .filter(move |(n, _)| same_name(n, name))
             .map(|(_, v)| v)
     }
 
@@ -77,7 +116,7 @@ pub trait Fields {
     fn token(&self, name: &str, token: &str) -> bool {
         self.all(name).any(|v| {
             v.split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+                .any(|t| same_name(t.trim_ascii(), token))
         })
     }
 }
@@ -178,4 +217,31 @@ pub fn trim_ows(bytes: &[u8]) -> &[u8] {
 /// RFC 9110 `tchar`: the bytes of a token.
 pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_name_is_eq_ignore_ascii_case() {
+        // Every byte against every byte, at every position of a word and
+        // in the overlapping tail.
+        let base = b"content-length-xyz";
+        for len in [1, 7, 8, 9, 14, 16, 18] {
+            for at in 0..len {
+                for x in 0..=255u8 {
+                    for y in [x, x ^ 0x20, x.to_ascii_lowercase(), b'a', b'A', b'@', b'['] {
+                        let mut a = base[..len].to_vec();
+                        let mut b = a.clone();
+                        a[at] = x;
+                        b[at] = y;
+                        assert_eq!(same_name(&a, &b), a.eq_ignore_ascii_case(&b), "{a:?} {b:?}");
+                    }
+                }
+            }
+        }
+        assert!(same_name("Transfer-Encoding", "transfer-encoding"));
+        assert!(!same_name("content-type", "content-types"));
+    }
 }

@@ -13,7 +13,7 @@
 //! [`MAX_HEAD`] bytes of a head are looked at and at most [`MAX_HEADERS`]
 //! fields parse.
 
-pub use super::framing::{framing_of, is_tchar, trim_ows, Fields, Framing, HopByHop};
+pub use super::framing::{framing_of, is_tchar, same_name, trim_ows, Fields, Framing, HopByHop};
 use super::HttpError;
 
 /// Largest request or response head accepted (request line + headers).
@@ -54,7 +54,7 @@ impl Headers {
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.0
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .find(|h| same_name(h.name.as_str(), name))
             .map(|h| h.value.as_slice())
     }
 
@@ -67,7 +67,7 @@ impl Headers {
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.0
             .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .filter(move |h| same_name(h.name.as_str(), name))
             .map(|h| h.value.as_slice())
     }
 
@@ -80,13 +80,13 @@ impl Headers {
     pub fn has_token(&self, name: &str, token: &str) -> bool {
         self.get_all(name).any(|v| {
             v.split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+                .any(|t| same_name(t.trim_ascii(), token))
         })
     }
 
     /// Removes every header called `name`.
     pub fn remove(&mut self, name: &str) {
-        self.0.retain(|h| !h.name.eq_ignore_ascii_case(name));
+        self.0.retain(|h| !same_name(h.name.as_str(), name));
     }
 
     /// Replaces every `name` header with one of the given value.
@@ -144,6 +144,30 @@ impl Headers {
     }
 }
 
+/// The bytes of `buf` a head may use.
+pub(super) fn head_window(buf: &[u8]) -> &[u8] {
+    &buf[..buf.len().min(MAX_HEAD)]
+}
+
+/// A head httparse found complete in its first `n` bytes, unless one of
+/// its lines ends in a bare LF (httparse takes a bare LF as a line end, so
+/// with the head complete nothing else can come before one).
+pub(super) fn complete_head(window: &[u8], n: usize) -> Result<usize, HttpError> {
+    match bare_lf(&window[..n]) {
+        Some(_) => Err(HttpError::BadHead("a line ends in a bare LF")),
+        None => Ok(n),
+    }
+}
+
+/// Header slots httparse fills without their being initialised first
+/// (initialising [`MAX_HEADERS`] of them is most of a small head's parse).
+pub(super) type Slots<'b> = [std::mem::MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+/// Empty [`Slots`].
+pub(super) fn slots<'b>() -> Slots<'b> {
+    [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
 /// Parses a head with httparse, looking at no more than [`MAX_HEAD`] bytes:
 /// a head that does not end within them is [`HttpError::HeadTooLarge`].
 /// `Ok(None)`: not complete yet. A bare LF is refused although httparse
@@ -154,14 +178,9 @@ pub(super) fn parse_within<'b>(
     buf: &'b [u8],
     mut parse: impl FnMut(&'b [u8]) -> Result<httparse::Status<usize>, httparse::Error>,
 ) -> Result<Option<usize>, HttpError> {
-    let window = &buf[..buf.len().min(MAX_HEAD)];
+    let window = head_window(buf);
     if let Ok(httparse::Status::Complete(n)) = parse(window) {
-        // The usual case. httparse takes a bare LF as a line end, so
-        // with the head complete nothing else can come before one.
-        return match bare_lf(&window[..n]) {
-            Some(_) => Err(HttpError::BadHead("a line ends in a bare LF")),
-            None => Ok(Some(n)),
-        };
+        return complete_head(window, n).map(Some);
     }
     let lf = bare_lf(window);
     match parse(&window[..lf.unwrap_or(window.len())]) {
@@ -176,17 +195,63 @@ pub(super) fn parse_within<'b>(
     }
 }
 
-/// Offset of the first LF not preceded by CR.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// 0x80 in exactly the bytes of `x` that are zero (no borrow between
+/// bytes, so no false positives next to a real one).
+fn zero_bytes(x: u64) -> u64 {
+    const LOW: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    !(((x & LOW) + LOW) | x | LOW)
+}
+
+/// Offset of the first LF not preceded by CR, eight bytes at a time (a
+/// head is scanned on every request and every answer).
 fn bare_lf(bytes: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = bytes[from..].iter().position(|&b| b == b'\n') {
-        let at = from + i;
-        if at == 0 || bytes[at - 1] != b'\r' {
-            return Some(at);
+    let mut at = 0;
+    // Whether the byte before `at` is CR.
+    let mut cr_before = false;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let w = crate::json::word(chunk);
+        let lf = zero_bytes(w ^ (ONES * u64::from(b'\n')));
+        let cr = zero_bytes(w ^ (ONES * u64::from(b'\r')));
+        // Byte i is preceded by CR when byte i-1 is (byte 0: the last
+        // byte of the previous word).
+        let after_cr = (cr << 8) | (u64::from(cr_before) << 7);
+        let bare = lf & !after_cr;
+        if bare != 0 {
+            return Some(at + (bare.trailing_zeros() / 8) as usize);
         }
-        from = at + 1;
+        cr_before = cr >> 63 != 0;
+        at += 8;
+    }
+    for (i, &b) in bytes[at..].iter().enumerate() {
+        if b == b'\n' && !cr_before {
+            return Some(at + i);
+        }
+        cr_before = b == b'\r';
     }
     None
+}
+
+/// Offset of the first byte of `bytes` that is `needle` or, with
+/// `non_ascii`, not ASCII; eight bytes at a time (targets are split and
+/// checked on every request).
+pub(super) fn find_byte(bytes: &[u8], needle: u8, non_ascii: bool) -> Option<usize> {
+    let high = if non_ascii { HIGH } else { 0 };
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let w = crate::json::word(chunk);
+        let hit = zero_bytes(w ^ (ONES * u64::from(needle))) | (w & high);
+        if hit != 0 {
+            return Some(at + (hit.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = bytes[at..]
+        .iter()
+        .position(|&b| b == needle || non_ascii && !b.is_ascii());
+    rest.map(|i| at + i)
 }
 
 /// The origin-form (`/path?query`) of a request target: origin-form as is,
@@ -194,10 +259,10 @@ fn bare_lf(bytes: &[u8]) -> Option<usize> {
 /// anything else (asterisk- or authority-form, a fragment, a byte that is
 /// not ASCII, which no form of request target has) is refused.
 fn origin_form(target: &str) -> Result<String, HttpError> {
-    if target.contains('#') || !target.is_ascii() {
+    if find_byte(target.as_bytes(), b'#', true).is_some() {
         return Err(HttpError::BadTarget);
     }
-    if target.starts_with('/') {
+    if target.as_bytes().first() == Some(&b'/') {
         return Ok(target.to_owned());
     }
     let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
@@ -261,11 +326,34 @@ impl RequestHead {
 
     /// Parses and validates a request head from the start of `buf`.
     pub fn parse(buf: &[u8]) -> Result<Parsed<RequestHead>, HttpError> {
+        // The usual head, complete in `buf`: parsed once.
+        let window = head_window(buf);
+        let mut slots = slots();
+        let mut req = httparse::Request::new(&mut []);
+        if let Ok(httparse::Status::Complete(n)) = req.parse_with_uninit_headers(window, &mut slots)
+        {
+            return Self::validate(&req, complete_head(window, n)?);
+        }
+        Self::parse_general(buf)
+    }
+
+    /// [`RequestHead::parse`] for a head that is not complete or not
+    /// valid: the first rule broken decides.
+    #[inline(never)]
+    fn parse_general(buf: &[u8]) -> Result<Parsed<RequestHead>, HttpError> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut slots);
         let Some(used) = parse_within(buf, |b| req.parse(b))? else {
             return Ok(Parsed::Partial);
         };
+        Self::validate(&req, used)
+    }
+
+    /// The head httparse parsed in `used` bytes, if valid.
+    fn validate(
+        req: &httparse::Request<'_, '_>,
+        used: usize,
+    ) -> Result<Parsed<RequestHead>, HttpError> {
         let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
             return Ok(Parsed::Partial);
         };
@@ -302,12 +390,19 @@ impl RequestHead {
 
     /// The path part of the target.
     pub fn path(&self) -> &str {
-        self.target.split_once('?').map_or(&self.target, |(p, _)| p)
+        self.query_at()
+            .and_then(|i| self.target.get(..i))
+            .unwrap_or(&self.target)
     }
 
     /// The query part of the target, without `?`.
     pub fn query(&self) -> Option<&str> {
-        self.target.split_once('?').map(|(_, q)| q)
+        self.target.get(self.query_at()? + 1..)
+    }
+
+    /// Where the target's `?` is.
+    fn query_at(&self) -> Option<usize> {
+        find_byte(self.target.as_bytes(), b'?', false)
     }
 
     /// The request body's framing (validated by [`RequestHead::parse`]).

@@ -239,3 +239,63 @@ fn encode_round_trips() {
         b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n\r\n"
     );
 }
+
+/// The word-at-a-time scan finds what a byte-by-byte one finds, for every
+/// placement of CR and LF around word boundaries.
+#[test]
+fn bare_lf_matches_the_byte_scan() {
+    let reference =
+        |b: &[u8]| (0..b.len()).find(|&i| b[i] == b'\n' && (i == 0 || b[i - 1] != b'\r'));
+    let alphabet = [b'\r', b'\n', b'a', 0x8a, 0x0d | 0x80, 0];
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for len in 0..40 {
+        for _ in 0..400 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    alphabet[(state % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            assert_eq!(bare_lf(&bytes), reference(&bytes), "{bytes:?}");
+        }
+    }
+    let mut line = b"GET / HTTP/1.1\r\n".repeat(3);
+    assert_eq!(bare_lf(&line), None);
+    line[30] = b'x';
+    assert_eq!(bare_lf(&line), Some(31));
+}
+
+#[test]
+fn find_byte_matches_the_byte_scan() {
+    let text = b"/api/v1/namespaces/edge/pods?limit=5#x\xc3\xa9/#?";
+    for start in 0..text.len() {
+        for end in start..=text.len() {
+            let bytes = &text[start..end];
+            for needle in [b'?', b'#', b'/'] {
+                let plain = bytes.iter().position(|&b| b == needle);
+                assert_eq!(find_byte(bytes, needle, false), plain, "{bytes:?}");
+                let any = bytes.iter().position(|&b| b == needle || !b.is_ascii());
+                assert_eq!(find_byte(bytes, needle, true), any, "{bytes:?}");
+            }
+        }
+    }
+    for (target, path, query) in [
+        ("/a/b?x=1", "/a/b", Some("x=1")),
+        (
+            "/a/very/long/path/indeed?",
+            "/a/very/long/path/indeed",
+            Some(""),
+        ),
+        ("/a/very/long/path/indeed", "/a/very/long/path/indeed", None),
+        ("/?q?r", "/", Some("q?r")),
+    ] {
+        let h = req(&format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert_eq!((h.path(), h.query()), (path, query), "{target}");
+    }
+    for bad in ["/a/long/path#frag", "/a/long/pa\u{e9}th", "/\u{e9}"] {
+        let text = format!("GET {bad} HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(RequestHead::parse(text.as_bytes()).is_err(), "{bad}");
+    }
+}

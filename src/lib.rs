@@ -29,6 +29,32 @@
 //! - [`listener`], [`admin`], [`incluster`]: the TLS accept loops, the
 //!   plain-HTTP admin port, the `--incluster-address` IP made local.
 //! - [`server`]: builds everything from the config and runs it.
+//!
+//! ## One GET, online
+//! [`listener`] accepts the TCP connection and runs the TLS handshake;
+//! `proxy::conn` reads the head with [`http`] (strictly: a framing doubt
+//! is a 400 and a closed connection), classifies it with `k8s::request`
+//! (verb, resource, certainty), and names the caller with `auth`
+//! (agent from the User-Agent, CN of the verified client certificate,
+//! token). `proxy::online` leases a connection from [`upstream`] (pooled
+//! per identity, or dialed, paced), forwards the head with its own
+//! framing and waits for the answer's head, cancelled if the server is
+//! declared down meanwhile. `proxy::relay` streams the answer to the
+//! client and, for a cached agent, into a `cache::file::Tee`: the body
+//! bytes go once to the writer thread, which finds the resourceVersion,
+//! skips an unchanged answer and otherwise writes temp file, fsync,
+//! rename, directory fsync. A watch's events go the same way into the
+//! cached list they patch (`cache::live`).
+//!
+//! ## One GET, offline
+//! When [`upstream`]'s health says offline (or the lease cannot be had),
+//! `proxy::offline` looks the entry up (`cache::key` names the file,
+//! `cache::file` reads it on the I/O pool), checks that the caller's
+//! credential read it online (`auth`), and streams it back piece by piece;
+//! a watch is held with bookmarks until the cloud returns, a streaming list
+//! first gets the cached items (`proxy::watchlist`), kubelet's Lease
+//! renewal is answered and kept for later (`proxy::lease`), other writes
+//! get a `Status` 503 (`k8s::status`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 

@@ -1,7 +1,7 @@
 //! TLS material: PEM loading, the serving config, upstream client configs per
 //! identity, and reload on change.
 //!
-//! All configs are built once per (re)load into a [`Snapshot`]; readers take
+//! All configs are built once per (re)load into a `Snapshot`; readers take
 //! an `Arc` of the current one, so a reload never disturbs connections that
 //! already have their config (linkerd's creds store does the same). Files
 //! are polled by (mtime, size, inode) through symlinks, because kubelet

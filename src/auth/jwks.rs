@@ -85,7 +85,7 @@ impl ServiceAccountKeys {
 
     /// Called after a service-account caller was answered 2xx online: if
     /// its token is signed by a key we do not know, fetch the keys with that
-    /// token (at most every [`MIN_FETCH_GAP`] seconds).
+    /// token (at most every `MIN_FETCH_GAP` seconds).
     pub async fn learn_from(&self, fetch: &impl KeyFetch, token: &str) {
         let known = self.keys.get().is_some_and(|jwks| jwks.knows_key_of(token));
         if known || !fetch.is_online() {

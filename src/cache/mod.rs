@@ -2,7 +2,7 @@
 //!
 //! - [`key`]: which file an answer goes to (agent, path, variant).
 //! - [`entry`]: the entry file format (text header + body as received).
-//! - [`Store`]: what the request path needs from a store; [`file`] is the
+//! - [`Store`]: what the request path needs from a store; [`mod@file`] is the
 //!   one implementation (one file per entry, one writer thread).
 //! - [`fs`]: the writer's file-system operations, behind a trait so tests
 //!   can record (crash consistency) or fail (ENOSPC) them.

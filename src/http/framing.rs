@@ -99,7 +99,7 @@ fn lower_word(w: u64) -> u64 {
     w | (upper >> 2)
 }
 
-/// Read access to a head's fields, owned ([`Headers`]) or borrowed
+/// Read access to a head's fields, owned ([`super::Headers`]) or borrowed
 /// (httparse's), so that the framing rules exist once.
 pub trait Fields {
     /// Every (name, value) in order.

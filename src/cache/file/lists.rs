@@ -10,7 +10,7 @@
 //! - A batch that cannot be written (ENOSPC, EROFS) is kept and retried
 //!   with backoff; the entry on disk stays the last consistent version with
 //!   its own resourceVersion, never one that claims events it lacks. A
-//!   batch that grows past [`MAX_BATCH`] while failing is dropped and the
+//!   batch that grows past `MAX_BATCH` while failing is dropped and the
 //!   list frozen until its next complete LIST.
 
 use std::collections::{HashMap, HashSet};

@@ -1,6 +1,6 @@
 //! The writer thread: every write, rename, unlink and fsync of the cache.
 //!
-//! Jobs arrive in order on one channel ([`Job`]); the thread owns all the
+//! Jobs arrive in order on one channel (`Job`); the thread owns all the
 //! state that goes with them, so nothing here takes a lock. An answer is
 //! published as the module [`crate::cache::fs`] describes: temp file in the
 //! entry's directory, fsync, rename over the entry, fsync of the directory.

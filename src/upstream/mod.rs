@@ -358,22 +358,20 @@ impl Upstream {
         token: Option<&str>,
         max: usize,
     ) -> Result<(u16, Vec<u8>), String> {
-        let lease = self
-            .connect(identity, false)
-            .await
-            .map_err(|e| e.to_string())?;
-        let target = self.server(lease.server);
-        let mut head = format!(
-            "GET {}{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: lite-apiserver/{}\r\n",
-            target.path_prefix,
-            target.authority,
-            env!("CARGO_PKG_VERSION")
-        );
-        if let Some(token) = token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-        }
-        head.push_str("\r\n");
-        self.round_trip(lease, head.as_bytes(), "GET", max).await
+        self.exchange_as(identity, "GET", max, |target| {
+            let mut head = format!(
+                "GET {}{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: lite-apiserver/{}\r\n",
+                target.path_prefix,
+                target.authority,
+                env!("CARGO_PKG_VERSION")
+            );
+            if let Some(token) = token {
+                head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+            }
+            head.push_str("\r\n");
+            head.into_bytes()
+        })
+        .await
     }
 
     /// Sends a client's request later than it came (kubelet's Lease
@@ -386,15 +384,31 @@ impl Upstream {
         identity: Option<&str>,
         max: usize,
     ) -> Result<(u16, Vec<u8>), String> {
+        let head = client.clone().with_body_length(body.len() as u64);
+        self.exchange_as(identity, &head.method, max, |target| {
+            let mut bytes = Vec::with_capacity(1024 + body.len());
+            encode_upstream_head(&head, target, &mut bytes);
+            bytes.extend_from_slice(body);
+            bytes
+        })
+        .await
+    }
+
+    /// A request lite-apiserver sends itself: a lease presenting
+    /// `identity`, the bytes `build` makes for its server, the answer.
+    async fn exchange_as(
+        &self,
+        identity: Option<&str>,
+        method: &str,
+        max: usize,
+        build: impl FnOnce(&ServerUrl) -> Vec<u8>,
+    ) -> Result<(u16, Vec<u8>), String> {
         let lease = self
             .connect(identity, false)
             .await
             .map_err(|e| e.to_string())?;
-        let head = client.clone().with_body_length(body.len() as u64);
-        let mut bytes = Vec::with_capacity(1024 + body.len());
-        encode_upstream_head(&head, self.server(lease.server), &mut bytes);
-        bytes.extend_from_slice(body);
-        self.round_trip(lease, &bytes, &head.method, max).await
+        let request = build(self.server(lease.server));
+        self.round_trip(lease, &request, method, max).await
     }
 
     /// Writes `request` on `lease`, reads the answer (at most `max` bytes

@@ -422,9 +422,7 @@ impl Route {
         ip: IpAddr,
         label: Option<&str>,
     ) -> Result<(), NetlinkError> {
-        let seq = self.next_seq();
-        let msg = addr_msg(RTM_NEWADDR, seq, index, ip, label);
-        self.change("RTM_NEWADDR", msg)
+        self.change_address(RTM_NEWADDR, "RTM_NEWADDR", index, ip, label)
     }
 
     /// Deletes the host address `ip` of interface `index`; with a label,
@@ -435,9 +433,20 @@ impl Route {
         ip: IpAddr,
         label: Option<&str>,
     ) -> Result<(), NetlinkError> {
+        self.change_address(RTM_DELADDR, "RTM_DELADDR", index, ip, label)
+    }
+
+    /// Sends one address request (`kind` named `what` in errors).
+    fn change_address(
+        &mut self,
+        kind: u16,
+        what: &'static str,
+        index: u32,
+        ip: IpAddr,
+        label: Option<&str>,
+    ) -> Result<(), NetlinkError> {
         let seq = self.next_seq();
-        let msg = addr_msg(RTM_DELADDR, seq, index, ip, label);
-        self.change("RTM_DELADDR", msg)
+        self.change(what, addr_msg(kind, seq, index, ip, label))
     }
 
     /// The index of interface `name` (`SIOCGIFINDEX` on this socket).

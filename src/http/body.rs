@@ -282,6 +282,17 @@ pub fn chunk_header(len: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
 }
 
+/// Appends `data` as one chunk; nothing when it is empty (an empty chunk
+/// would end the body).
+pub fn push_chunk(data: &[u8], out: &mut Vec<u8>) {
+    if data.is_empty() {
+        return;
+    }
+    chunk_header(data.len(), out);
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The last-chunk marker with no trailers.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
@@ -450,5 +461,9 @@ mod tests {
         let mut out = Vec::new();
         chunk_header(4095, &mut out);
         assert_eq!(out, b"fff\r\n");
+        let mut out = Vec::new();
+        push_chunk(b"", &mut out);
+        push_chunk(b"abc", &mut out);
+        assert_eq!(out, b"3\r\nabc\r\n", "an empty piece is no chunk");
     }
 }

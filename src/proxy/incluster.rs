@@ -22,7 +22,7 @@ use smol::io::{AsyncRead, AsyncWrite};
 use super::{online, Context, Outcome};
 use crate::auth::identity::Caller;
 use crate::cache::Entry;
-use crate::http::body::{chunk_header, LAST_CHUNK};
+use crate::http::body::{push_chunk, LAST_CHUNK};
 use crate::http::{Conn, ForwardHead, Framing, RequestHead, ResponseHead};
 use crate::k8s::masterservice::{self, Rewriter};
 use crate::k8s::request::Classified;
@@ -35,8 +35,7 @@ use crate::metrics::Source;
 /// which would pass unrewritten).
 pub fn prepare(ctx: &Context, class: &Classified, caller: &Caller, head: &mut RequestHead) {
     if ctx.incluster.is_some() && masterservice::applies(class, caller.agent.as_str()) {
-        online::rewrite_accept(head);
-        head.headers.remove("accept-encoding");
+        online::ask_for_cacheable(head);
     }
 }
 
@@ -167,15 +166,9 @@ where
 /// Appends `data` to `out`, as a chunk if `chunked` (nothing if empty: an
 /// empty chunk would end the body).
 fn frame(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
-    if data.is_empty() {
-        return;
-    }
-    if chunked {
-        chunk_header(data.len(), out);
-    }
-    out.extend_from_slice(data);
-    if chunked {
-        out.extend_from_slice(b"\r\n");
+    match chunked {
+        true => push_chunk(data, out),
+        false => out.extend_from_slice(data),
     }
 }
 

@@ -31,7 +31,7 @@ use smol::Timer;
 use crate::auth::identity::Caller;
 use crate::cache::key::CacheKey;
 use crate::cache::{Entry, Miss};
-use crate::http::body::{chunk_header, LAST_CHUNK};
+use crate::http::body::{push_chunk, LAST_CHUNK};
 use crate::http::{pump, BodyDecoder, Conn, Framing, ResponseHead, Sink};
 use crate::k8s::reply;
 use crate::k8s::request::{Classified, Verb};
@@ -426,9 +426,7 @@ where
         loop {
             if let Some(event) = bookmark {
                 let mut chunk = Vec::with_capacity(event.len() + 16);
-                chunk_header(event.len(), &mut chunk);
-                chunk.extend_from_slice(event);
-                chunk.extend_from_slice(b"\r\n");
+                push_chunk(event, &mut chunk);
                 client.write_all(&chunk).await?;
                 client.flush().await?;
             }

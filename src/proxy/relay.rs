@@ -21,7 +21,7 @@ use crate::auth::identity::Caller;
 use crate::cache::key::CacheKey;
 use crate::cache::live::WatchTee;
 use crate::cache::{AnswerKind, Tee, TeeSpec};
-use crate::http::body::{chunk_header, LAST_CHUNK};
+use crate::http::body::{push_chunk, LAST_CHUNK};
 use crate::http::{pump, BodyDecoder, Conn, ForwardHead, Framing, PumpError, RequestHead, Sink};
 use crate::k8s::masterservice::Rewriter;
 use crate::k8s::reply;
@@ -398,9 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Forward<'_, S> {
             return Ok(());
         }
         if self.chunked {
-            chunk_header(bytes.len(), &mut self.pending);
-            self.pending.extend_from_slice(bytes);
-            self.pending.extend_from_slice(b"\r\n");
+            push_chunk(bytes, &mut self.pending);
             self.write_pending().await?;
         } else if self.pending.is_empty() {
             self.conn.write_all(bytes).await?;

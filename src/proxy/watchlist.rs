@@ -14,7 +14,7 @@ use smol::io::{AsyncRead, AsyncWrite};
 
 use crate::cache::initial::{added_event, end_bookmark};
 use crate::cache::Entry;
-use crate::http::body::chunk_header;
+use crate::http::body::push_chunk;
 use crate::http::Conn;
 use crate::json::items::ItemSplitter;
 use crate::k8s::masterservice::Rewriter;
@@ -105,7 +105,7 @@ impl InitialEvents {
                     let event = added_event(item, &list.kind, &list.api_version);
                     match rewrite.as_mut() {
                         Some(rewriter) => chunk_rewritten(rewriter, &event, &mut out),
-                        None => chunk(&event, &mut out),
+                        None => push_chunk(&event, &mut out),
                     }
                 })
                 .map_err(io::Error::other)?;
@@ -116,7 +116,7 @@ impl InitialEvents {
             return Err(io::Error::other("cached list ends inside its items"));
         }
         let mut out = Vec::with_capacity(256);
-        chunk(
+        push_chunk(
             &end_bookmark(&list.kind, &list.api_version, &list.rv),
             &mut out,
         );
@@ -138,14 +138,5 @@ fn chunk_rewritten(rewriter: &mut Rewriter, event: &[u8], out: &mut Vec<u8>) {
     let mut line = Vec::with_capacity(event.len() + 32);
     rewriter.push(event, &mut line);
     rewriter.finish(&mut line);
-    if !line.is_empty() {
-        chunk(&line, out);
-    }
-}
-
-/// Appends `line` as one chunk.
-fn chunk(line: &[u8], out: &mut Vec<u8>) {
-    chunk_header(line.len(), out);
-    out.extend_from_slice(line);
-    out.extend_from_slice(b"\r\n");
+    push_chunk(&line, out);
 }

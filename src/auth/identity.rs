@@ -15,7 +15,7 @@ use std::fmt;
 /// nor `..` (a leading `.` is escaped), so no agent can leave its directory.
 ///
 /// ```
-/// use lite_apiserver::identity::Agent;
+/// use lite_apiserver::auth::identity::Agent;
 /// assert_eq!(Agent::from_user_agent(Some("kubelet/v1.36.2 (linux/arm64)")).as_str(), "kubelet");
 /// assert_eq!(Agent::from_user_agent(Some("../../etc")).as_str(), "%2e.");
 /// assert_eq!(Agent::from_user_agent(None).as_str(), "unknown");

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use crate::auth::identity::Agent;
+// A User-Agent product name is an HTTP token (RFC 9110 `tchar`).
+use crate::http::head::is_tchar;
 
 /// The ConfigMap key that lists agents.
 pub const KEY: &str = "cache_agents";
@@ -56,12 +58,6 @@ impl fmt::Display for Malformed {
 }
 
 impl std::error::Error for Malformed {}
-
-/// Whether `b` may appear in an HTTP token (RFC 9110 `tchar`), which is what
-/// a User-Agent product name is.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
 
 /// Parses a `cache_agents` value: comma-separated User-Agent product names
 /// (whitespace around each trimmed, empty entries skipped), or `*` for

@@ -21,6 +21,8 @@ echo "== cargo test"
 cargo test --all-targets 2>&1 | tee target/cargo-test.log
 grep -q "test result: ok" target/cargo-test.log
 if grep -q "test result: FAILED" target/cargo-test.log; then exit 1; fi
+echo "== doc examples (cargo test --all-targets leaves them out)"
+cargo test --doc
 
 echo "== one minute of differential fuzzing of the HTTP reader"
 tests/fuzz.sh 60

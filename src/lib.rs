@@ -7,7 +7,8 @@
 //!
 //! - Leaves: [`clock`] (time, jitter), [`pem`], [`json`] (a zero-copy byte
 //!   scanner), [`net`] (keepalive and `TCP_USER_TIMEOUT` on every socket),
-//!   [`iopool`] (threads for blocking file I/O), [`netlink`].
+//!   [`iopool`] (threads for blocking file I/O), [`durable`] (small files
+//!   replaced crash-safely), [`netlink`].
 //! - [`http`]: strict HTTP/1.1 on httparse (RFC 9112): heads, framing,
 //!   chunked coding, streaming pumps, Upgrade pass-through.
 //! - [`config`]: flags validated into a [`config::Config`] before any bind.
@@ -63,6 +64,7 @@ pub mod auth;
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod durable;
 pub mod http;
 pub mod incluster;
 pub mod iopool;

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 /// Top-level modules, lowest layer first; a module may use only modules
 /// of a lower layer (and its own files).
 const LAYERS: &[&[&str]] = &[
-    &["clock", "pem", "json", "net", "iopool", "netlink"],
+    &[
+        "clock", "pem", "json", "net", "iopool", "netlink", "durable",
+    ],
     &["http"],
     &["config"],
     &["k8s"],

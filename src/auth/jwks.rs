@@ -122,14 +122,5 @@ impl ServiceAccountKeys {
 
 /// Writes the document crash-safely (temp file, fsync, rename, fsync dir).
 fn persist(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::durable::replace(path, &path.with_extension("json.tmp"), bytes)
 }

@@ -4,8 +4,8 @@
 //!
 //! One small text file, `DIR/.cache-agents` (a name no agent directory and
 //! no entry can have, so GC and the store never touch it), written
-//! crash-safely with the cache writer's own file-system steps ([`RealFs`]:
-//! temp file, fsync, rename, fsync of the directory). It names the
+//! crash-safely ([`crate::durable::replace`]: temp file, fsync, rename,
+//! fsync of the directory). It names the
 //! ConfigMap it came from, so a changed `--cache-agents-configmap` does not
 //! inherit another ConfigMap's agents. A failed write is logged by the
 //! caller and changes nothing else: the live set is already in memory.
@@ -16,10 +16,9 @@
 //! cache_agents my-operator,openapi-generator
 //! ```
 
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
-use crate::cache::fs::{Fs, RealFs};
 use crate::cache::names::TMP_PREFIX;
 
 /// The file's name in the cache directory.
@@ -80,23 +79,10 @@ pub fn read(dir: &Path, configmap: &str) -> Option<Vec<String>> {
 /// Writes the file crash-safely: after a power cut it holds the old value
 /// or the new one, never a mix. Blocking: run it on the I/O pool.
 pub fn write(dir: &Path, configmap: &str, agents: &[String]) -> io::Result<()> {
-    let fs = RealFs;
+    // The store's temp prefix: a temp file a crash left is swept at start.
     let tmp = dir.join(format!("{TMP_PREFIX}cache-agents"));
-    let path = dir.join(FILE);
-    // A temp file left by a crash mid-write: create refuses to reuse it.
-    let _ = fs.remove(&tmp);
-    let written = (|| {
-        let mut file = fs.create(&tmp)?;
-        file.write_all(encode(configmap, agents).as_bytes())?;
-        file.sync()?;
-        drop(file);
-        fs.rename(&tmp, &path)?;
-        fs.sync_dir(dir)
-    })();
-    if written.is_err() {
-        let _ = fs.remove(&tmp);
-    }
-    written
+    let text = encode(configmap, agents);
+    crate::durable::replace(&dir.join(FILE), &tmp, text.as_bytes())
 }
 
 #[cfg(test)]

@@ -62,6 +62,9 @@ impl Bench {
         let mut args: Vec<String> = vec!["--server".into(), up.url()];
         args.extend(pki.proxy_flags());
         args.extend(["--cache-agents", "*", "--health-interval", "1"].map(String::from));
+        // The ConfigMap follower's own requests would land between the
+        // vectors' and make the upstream's record of a vector ambiguous.
+        args.extend(["--cache-agents-configmap", "none"].map(String::from));
         let proxy = Daemon::start(&dir.join("cache"), &args);
         let client = RawClient::new(proxy.addr, &pki.ca.pem, Some(&pki.node));
         Bench {

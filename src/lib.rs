@@ -77,5 +77,6 @@ pub mod netlink;
 pub mod pem;
 pub mod proxy;
 pub mod server;
+pub mod timeout;
 pub mod tls;
 pub mod upstream;

@@ -71,7 +71,7 @@ async fn serve_one(state: Accept, tcp: TcpStream) {
     let socket = Some(tcp.clone());
     let acceptor = TlsAcceptor::from(state.tls.server_config());
     let handshake = async { acceptor.accept(tcp).await.map(Some) }.or(async {
-        Timer::after(HANDSHAKE_TIMEOUT).await;
+        crate::timeout::sleep(HANDSHAKE_TIMEOUT).await;
         Ok(None)
     });
     let tls = match handshake.await {

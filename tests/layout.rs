@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// of a lower layer (and its own files).
 const LAYERS: &[&[&str]] = &[
     &[
-        "clock", "pem", "json", "net", "iopool", "netlink", "durable",
+        "clock", "pem", "json", "net", "iopool", "netlink", "durable", "timeout",
     ],
     &["http"],
     &["config"],

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use smol::future::FutureExt;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use smol::Timer;
 
 use super::body::{BodyDecoder, Decoded};
 use super::head::{Parsed, MAX_HEAD};
@@ -81,7 +80,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             None => read.await?,
             Some(limit) => {
                 read.or(async {
-                    Timer::after(limit).await;
+                    crate::timeout::sleep(limit).await;
                     Err(io::ErrorKind::TimedOut.into())
                 })
                 .await?

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
 use smol::io::{AsyncRead, AsyncWrite};
-use smol::Timer;
 
 use super::{incluster, online, Context, Outcome, Peer};
 use crate::auth::identity::Caller;
@@ -53,7 +52,7 @@ where
     if client.buffered().is_empty() {
         let first = async { client.fill().await.map_err(HttpError::from) }
             .or(async {
-                Timer::after(IDLE_TIMEOUT).await;
+                crate::timeout::sleep(IDLE_TIMEOUT).await;
                 Ok(0)
             })
             .await?;
@@ -64,7 +63,7 @@ where
     client
         .read_head(RequestHead::parse)
         .or(async {
-            Timer::after(HEAD_TIMEOUT).await;
+            crate::timeout::sleep(HEAD_TIMEOUT).await;
             Err(HttpError::Timeout)
         })
         .await

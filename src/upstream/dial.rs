@@ -10,7 +10,6 @@ use futures_rustls::TlsConnector;
 use rustls::pki_types::ServerName;
 use smol::future::FutureExt;
 use smol::net::TcpStream;
-use smol::Timer;
 
 use crate::config::{ProxyUrl, ServerUrl};
 use crate::http::{Conn, ResponseHead};
@@ -76,7 +75,7 @@ pub async fn dial(
     };
     attempt
         .or(async {
-            Timer::after(timeout).await;
+            crate::timeout::sleep(timeout).await;
             Err(DialError::Timeout)
         })
         .await

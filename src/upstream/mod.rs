@@ -430,7 +430,7 @@ impl Upstream {
                 Err("the server went down".to_owned())
             })
             .or(async {
-                smol::Timer::after(INTERNAL_TIMEOUT).await;
+                crate::timeout::sleep(INTERNAL_TIMEOUT).await;
                 Err("timed out".to_owned())
             })
             .await;

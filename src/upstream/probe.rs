@@ -153,7 +153,7 @@ pub async fn probe(upstream: &Upstream, server: usize) -> Result<(), String> {
     };
     attempt
         .or(async {
-            smol::Timer::after(upstream.timeout).await;
+            crate::timeout::sleep(upstream.timeout).await;
             Err("/readyz timed out".to_owned())
         })
         .await

@@ -29,6 +29,10 @@ const WARM: usize = 20;
 /// The total instruction count in a callgrind output file.
 fn total_instructions(out: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(out).ok()?;
+    if let Some(total) = text.lines().find(|l| l.trim_end().ends_with(" total")) {
+        // strace -c: "% time seconds usecs/call calls [errors] total"
+        return total.split_whitespace().nth(3)?.parse().ok();
+    }
     let line = text
         .lines()
         .find(|l| l.starts_with("totals:"))
@@ -36,8 +40,37 @@ fn total_instructions(out: &Path) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// `LITE_VALGRIND_TOOL`: `dhat` (allocations) or `strace` (syscalls)
+/// instead of callgrind's instructions, while optimising.
+fn tool() -> Option<&'static str> {
+    match std::env::var("LITE_VALGRIND_TOOL").as_deref() {
+        Ok("dhat") => Some("dhat"),
+        Ok("strace") => Some("strace"),
+        _ => None,
+    }
+}
+
+/// SIGTERM to the children of `pid`.
+fn term_children(pid: u32) {
+    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for child in list.split_whitespace() {
+        let _ = std::process::Command::new("kill").args(["-TERM", child]).status();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+}
+
 fn valgrind(out: &Path) -> Vec<String> {
-    if std::env::var("LITE_VALGRIND_TOOL").as_deref() == Ok("dhat") {
+    if tool() == Some("strace") {
+        // Syscalls per GET instead (kernel work callgrind does not see).
+        return vec![
+            "strace".to_owned(),
+            "-f".to_owned(),
+            "-c".to_owned(),
+            "-o".to_owned(),
+            out.display().to_string(),
+        ];
+    }
+    if tool() == Some("dhat") {
         // Allocation profiling while optimising: per-stack allocation
         // counts (dh_view.html), instead of instruction counts.
         return vec![
@@ -90,6 +123,10 @@ fn lite_run(s: &Setup, n: usize) -> Option<u64> {
     let mut lite = Daemon::start_with(program, pre, &cache, &args);
     let ok = client(lite.addr, s.config, s.object, n);
     std::thread::sleep(Duration::from_secs(1));
+    if let Some(tracer) = lite.pid().filter(|_| tool() == Some("strace")) {
+        // strace detaches on SIGTERM and writes nothing: stop its tracee.
+        term_children(tracer);
+    }
     let clean = lite.stop();
     if !ok || !clean {
         eprintln!("callgrind: lite-apiserver run with {n} GETs failed (client ok {ok}, clean exit {clean})");
@@ -122,7 +159,7 @@ fn nginx_run(s: &Setup, n: usize) -> Option<u64> {
 
 /// (N-run - baseline) / n.
 fn per_get(run: impl Fn(usize) -> Option<u64>, n: usize) -> Option<f64> {
-    if std::env::var("LITE_VALGRIND_TOOL").as_deref() == Ok("dhat") {
+    if tool() == Some("dhat") {
         run(n);
         return None;
     }

@@ -263,14 +263,17 @@ pub fn latencies(
         .collect()
 }
 
-/// Requests per second with `concurrency` connections for `dur`.
+/// Requests per second with `concurrency` connections for `dur`, and the
+/// CPU microseconds per request that `cpu_secs` (the server's user +
+/// system time so far) saw over the same window.
 pub fn throughput(
     addr: SocketAddr,
     config: &Arc<rustls::ClientConfig>,
     path: &str,
     concurrency: usize,
     dur: Duration,
-) -> f64 {
+    cpu_secs: &dyn Fn() -> f64,
+) -> (f64, f64) {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..concurrency)
@@ -291,14 +294,16 @@ pub fn throughput(
     std::thread::sleep(Duration::from_millis(200)); // warm-up: connections up
     let start_count = done.load(Ordering::Relaxed);
     let start = Instant::now();
+    let cpu_start = cpu_secs();
     std::thread::sleep(dur);
     let count = done.load(Ordering::Relaxed) - start_count;
+    let cpu = cpu_secs() - cpu_start;
     let secs = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
     }
-    count as f64 / secs
+    (count as f64 / secs, cpu * 1e6 / count.max(1) as f64)
 }
 
 /// The p-th percentile (0..=100) of durations, in microseconds.

@@ -149,6 +149,13 @@ pub fn start(
 }
 
 impl Nginx {
+    /// Every live process of the group (master and workers).
+    pub fn pids(&self) -> Vec<u32> {
+        self.child
+            .as_ref()
+            .map_or_else(Vec::new, |c| procs::group_members(c.id()))
+    }
+
     /// Fast shutdown of the whole group, waited for; true if every process
     /// of it exited without SIGKILL.
     pub fn stop(&mut self) -> bool {

@@ -236,22 +236,36 @@ fn run(s: &Settings) {
         Some(150.0),
     ));
 
-    // 2. Throughput at concurrency 16 and 64.
+    // 2. Throughput at concurrency 16 and 64, and what each request cost
+    // the proxy in CPU meanwhile (user + system, every thread or worker:
+    // kernel work callgrind does not count). The direct column's server
+    // is the bench process itself: no CPU figure.
+    let proxy_cpu = |i: usize| -> f64 {
+        match i {
+            1 => cpu_secs(lite_pid),
+            2 => nginx.as_ref().map_or(0.0, |n| n.pids().into_iter().map(cpu_secs).sum()),
+            _ => 0.0,
+        }
+    };
     for c in [16, 64] {
         eprintln!("throughput: c={c}");
         let mut rps: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
+        let mut cost: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
         for _ in 0..s.rounds.div_ceil(3) {
             for (i, (_, addr)) in systems.iter().enumerate() {
-                rps[i].push(load::throughput(
+                let (r, us) = load::throughput(
                     *addr,
                     &config,
                     object,
                     c,
                     Duration::from_secs_f64(s.tput_secs),
-                ));
+                    &|| proxy_cpu(i),
+                );
+                rps[i].push(r);
+                cost[i].push(us);
             }
         }
-        let med = |i: usize, rps: &mut Vec<Vec<f64>>| rps.get_mut(i).map(|v| load::median(v));
+        let med = |i: usize, v: &mut Vec<Vec<f64>>| v.get_mut(i).map(|v| load::median(v));
         rows.push(row(
             &format!("GET 2 KB throughput (c={c})"),
             "req/s",
@@ -260,6 +274,20 @@ fn run(s: &Settings) {
             med(2, &mut rps),
             None,
         ));
+        rows.push(row(
+            &format!("proxy CPU per GET at c={c} (user + system)"),
+            "us",
+            None,
+            med(1, &mut cost),
+            med(2, &mut cost),
+            None,
+        ));
+    }
+
+    if std::env::args().any(|a| a == "--tput") {
+        // Iterating on the request path: latency and throughput only.
+        report::report(&rows, s.quick);
+        return;
     }
 
     // 2b. Instructions per GET under callgrind (fixed inputs, repeatable).

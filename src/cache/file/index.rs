@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::cache::entry::EntryMeta;
 
@@ -79,7 +79,12 @@ struct Known {
     touched: SystemTime,
     /// [`body_hash`] of its body, when the writer saw the whole body.
     hash: Option<u64>,
+    /// When the file was last seen to exist.
+    seen: Instant,
 }
+
+/// How long the index trusts that a remembered file still exists.
+const SEEN_FOR: Duration = Duration::from_secs(1);
 
 /// Published entries by path (the writer thread's alone).
 #[derive(Default)]
@@ -88,6 +93,22 @@ pub(crate) struct Index {
 }
 
 impl Index {
+    /// Whether `dest` was seen to exist within the last second; if not,
+    /// the caller looks (at most once a second per entry, however many
+    /// GETs re-read it) and this counts as seen now.
+    pub(crate) fn seen_lately(&self, dest: &Path) -> bool {
+        let mut known = self.known.borrow_mut();
+        let Some(k) = known.get_mut(dest.as_os_str()) else {
+            return false;
+        };
+        let now = Instant::now();
+        if now.duration_since(k.seen) < SEEN_FOR {
+            return true;
+        }
+        k.seen = now;
+        false
+    }
+
     /// The header and body hash remembered for `dest`.
     pub(crate) fn get(&self, dest: &Path) -> Option<(Arc<EntryMeta>, Option<u64>)> {
         let known = self.known.borrow();
@@ -105,6 +126,7 @@ impl Index {
             meta,
             touched,
             hash: None,
+            seen: Instant::now(),
         };
         known.insert(dest.as_os_str().to_owned(), entry);
     }

@@ -9,6 +9,8 @@
 //!   fsync, in the order [`crate::cache::fs`] describes, and the state that
 //!   goes with them (entries being written, paged lists being assembled,
 //!   watch events being coalesced).
+//! - `queue`: the writer's job queue (never waits to push; wakes the
+//!   writer at most once per linger).
 //! - [`lists`]: the writer's list jobs: patching from watch events,
 //!   assembling pages, converging object entries, GC.
 //! - [`read`]: opening an entry and streaming its body, on the I/O pool.
@@ -17,6 +19,7 @@ mod disk;
 mod index;
 pub mod lists;
 pub mod read;
+mod queue;
 mod shared;
 pub mod tee;
 pub mod writer;
@@ -27,7 +30,7 @@ use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use smol::channel;
@@ -40,6 +43,7 @@ use super::stats::StoreStats;
 use crate::k8s::watch::OwnedEvent;
 
 pub use read::{Entry, Miss};
+use queue::Queue;
 use shared::Job;
 use shared::Shared;
 pub use shared::{AnswerKind, TeeSpec};
@@ -95,10 +99,9 @@ impl FileStore {
             .mode(0o700)
             .create(dir)
             .map_err(|e| StoreError::Io(dir.to_owned(), e))?;
-        let (jobs, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
-            jobs: Mutex::new(Some(jobs)),
+            jobs: Queue::default(),
             queued: AtomicUsize::new(0),
             batched: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
@@ -111,7 +114,7 @@ impl FileStore {
         let worker = Writer::new(shared.clone(), fs);
         std::thread::Builder::new()
             .name("lite-apiserver-cache".into())
-            .spawn(move || worker.run(rx))
+            .spawn(move || worker.run())
             .map_err(|e| StoreError::Io(dir.to_owned(), e))?;
         Ok(FileStore { shared })
     }
@@ -186,9 +189,7 @@ impl FileStore {
     /// Stops the writer after the jobs queued so far (shutdown).
     pub async fn close(&self) {
         self.flush().await;
-        if let Ok(mut jobs) = self.shared.jobs.lock() {
-            *jobs = None;
-        }
+        self.shared.jobs.close();
     }
 
     async fn ask(&self, job: impl FnOnce(channel::Sender<()>) -> Job) {

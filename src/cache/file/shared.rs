@@ -4,10 +4,12 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use smol::channel::Sender;
+
+use super::queue::Queue;
 
 use crate::auth::identity::Credential;
 use crate::cache::gc::GcStats;
@@ -52,7 +54,7 @@ pub const MAX_QUEUED: usize = 6 << 20;
 /// What the async side and the writer share.
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
-    pub(crate) jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    pub(crate) jobs: Queue,
     /// Bytes queued (see [`MAX_QUEUED`]).
     pub(crate) queued: AtomicUsize,
     /// Watch events waiting in the writer's batches.
@@ -66,10 +68,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// Queues a job; false if the writer is gone.
     pub(crate) fn send(&self, job: Job) -> bool {
-        let Ok(jobs) = self.jobs.lock() else {
-            return false;
-        };
-        jobs.as_ref().is_some_and(|j| j.send(job).is_ok())
+        self.jobs.push(job)
     }
 
     /// Takes `n` bytes of the budget, or says no.
@@ -130,4 +129,15 @@ pub(crate) enum Job {
     },
     /// A reader found a bad entry.
     RemoveTorn { path: PathBuf, done: Sender<()> },
+}
+
+impl Job {
+    /// Someone waits for this job's answer: the writer does not linger
+    /// (see [`super::queue`]).
+    pub(crate) fn awaited(&self) -> bool {
+        matches!(
+            self,
+            Job::ApplyNow { .. } | Job::Flush { .. } | Job::Gc { .. } | Job::RemoveTorn { .. }
+        )
+    }
 }

@@ -12,11 +12,11 @@
 //! length match, the entry is left alone (no temp file, no fsync, flash
 //! spared); only its last-read time moves.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
@@ -111,20 +111,18 @@ impl<F: Fs> Writer<F> {
 
     /// Handles jobs until every sender is gone, applying coalesced watch
     /// events when they fall due.
-    pub(crate) fn run(mut self, jobs: mpsc::Receiver<Job>) {
+    pub(crate) fn run(mut self) {
+        let mut batch = VecDeque::new();
         loop {
-            let job = match self.next_due() {
-                Some(due) => jobs.recv_timeout(due.saturating_duration_since(Instant::now())),
-                None => jobs
-                    .recv()
-                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-            };
-            match job {
-                Ok(job) => self.handle(job),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            let shared = self.shared.clone();
+            let more = shared.jobs.take(&mut batch, self.next_due());
+            for job in batch.drain(..) {
+                self.handle(job);
             }
             self.apply_due(Instant::now());
+            if !more {
+                break;
+            }
         }
         self.apply_all();
         for (_, open) in self.open.drain() {
@@ -466,9 +464,10 @@ impl<F: Fs> Writer<F> {
     /// [`Writer::known_meta`] with the body's hash, if known.
     fn known_entry(&self, dest: &Path) -> Option<(Arc<EntryMeta>, Option<u64>)> {
         if let Some(known) = self.index.get(dest) {
-            // One stat keeps the index honest if the file went away
-            // behind our back (an operator cleaning the cache).
-            if std::fs::symlink_metadata(dest).is_ok() {
+            // A stat (at most one a second) keeps the index honest if the
+            // file went away behind our back (an operator cleaning the
+            // cache).
+            if self.index.seen_lately(dest) || std::fs::symlink_metadata(dest).is_ok() {
                 return Some(known);
             }
         }

@@ -239,7 +239,7 @@ impl Follower<'_> {
                 Err(FollowError::Upstream("the server went down".into()))
             })
             .or(async {
-                Timer::after(Duration::from_secs(WATCH_SECONDS) + WATCH_GRACE).await;
+                crate::timeout::sleep(Duration::from_secs(WATCH_SECONDS) + WATCH_GRACE).await;
                 Ok(())
             })
             .await
@@ -254,7 +254,7 @@ impl Follower<'_> {
         let answer = conn
             .read_head(ResponseHead::parse)
             .or(async {
-                Timer::after(HEAD_TIMEOUT).await;
+                crate::timeout::sleep(HEAD_TIMEOUT).await;
                 Err(crate::http::HttpError::Timeout)
             })
             .await

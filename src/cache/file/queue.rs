@@ -1,0 +1,221 @@
+//! The writer's job queue: the async side pushes without ever waiting,
+//! the writer thread takes whatever has gathered.
+//!
+//! Why not `std::sync::mpsc`: each send to a receiver that waits is a
+//! futex wake-up, and a writer that keeps up with the proxy waits after
+//! every job, so each cached GET cost the proxy a wake-up and the writer
+//! a sleep and a wake (the bench's proxy CPU per GET). Here a writer woken
+//! from idle first lingers [`LINGER`] so that a busy proxy's answers reach
+//! it in batches: at most one wake-up per `LINGER`, whatever the request
+//! rate. A job someone waits for ([`Job::awaited`]: an offline read's
+//! pending events, a flush, a GC pass, a torn entry) ends the linger at
+//! once.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::shared::Job;
+
+/// How long a writer woken from idle waits for more jobs before it works.
+pub const LINGER: Duration = Duration::from_millis(2);
+
+/// The queue (one writer, many producers).
+#[derive(Default)]
+pub(crate) struct Queue {
+    state: Mutex<State>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    closed: bool,
+    /// The writer waits for a first job.
+    idle: bool,
+    /// The writer lingers (wake it only for an awaited job).
+    lingering: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update under the lock is a push, a drain or a flag: a
+        // panic elsewhere cannot leave it half done.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a job; false once the queue is closed.
+    pub(crate) fn push(&self, job: Job) -> bool {
+        let mut s = self.lock();
+        if s.closed {
+            return false;
+        }
+        let wake = s.idle || (s.lingering && job.awaited());
+        if wake {
+            s.idle = false;
+            s.lingering = false;
+        }
+        s.jobs.push_back(job);
+        drop(s);
+        if wake {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// No more jobs: the writer ends once it has taken what is queued.
+    pub(crate) fn close(&self) {
+        let mut s = self.lock();
+        s.closed = true;
+        let wake = s.idle || s.lingering;
+        drop(s);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Waits until a job is queued (or `due` passes), lingers if it came
+    /// to an idle writer, then moves every queued job into `out`. False
+    /// when the queue is closed and empty: the writer's end.
+    pub(crate) fn take(&self, out: &mut VecDeque<Job>, due: Option<Instant>) -> bool {
+        let mut s = self.lock();
+        let mut waited = false;
+        while s.jobs.is_empty() && !s.closed {
+            let left = due.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return true;
+            }
+            s.idle = true;
+            waited = true;
+            s = self.wait(s, left);
+            s.idle = false;
+        }
+        if waited && !s.closed && !s.jobs.iter().any(Job::awaited) {
+            s = self.linger(s);
+        }
+        out.extend(s.jobs.drain(..));
+        !(s.closed && out.is_empty())
+    }
+
+    /// Waits [`LINGER`], or less if an awaited job or the close comes.
+    fn linger<'a>(&'a self, mut s: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let until = Instant::now() + LINGER;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || s.closed || s.jobs.iter().any(Job::awaited) {
+                s.lingering = false;
+                return s;
+            }
+            s.lingering = true;
+            s = self.wait(s, Some(left));
+        }
+    }
+
+    fn wait<'a>(
+        &'a self,
+        s: MutexGuard<'a, State>,
+        limit: Option<Duration>,
+    ) -> MutexGuard<'a, State> {
+        match limit {
+            None => self.ready.wait(s).unwrap_or_else(|e| e.into_inner()),
+            Some(d) => {
+                self.ready
+                    .wait_timeout(s, d)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn abort(id: u64) -> Job {
+        Job::Abort { id }
+    }
+
+    fn ids(jobs: &VecDeque<Job>) -> Vec<u64> {
+        jobs.iter()
+            .map(|j| match j {
+                Job::Abort { id } => *id,
+                _ => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn jobs_pushed_while_the_writer_lingers_arrive_in_one_batch_in_order() {
+        let q = Arc::new(Queue::default());
+        let writer = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut out = VecDeque::new();
+                q.take(&mut out, None);
+                out
+            })
+        };
+        // Let the writer go idle, then push a burst.
+        while !q.lock().idle {
+            std::thread::yield_now();
+        }
+        for id in 1..=50 {
+            assert!(q.push(abort(id)));
+        }
+        let got = writer.join().unwrap();
+        assert_eq!(ids(&got), (1..=50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_awaited_job_ends_the_linger() {
+        let q = Arc::new(Queue::default());
+        q.push(abort(1));
+        let (done, _result) = smol::channel::bounded(1);
+        q.push(Job::Flush { done });
+        let mut out = VecDeque::new();
+        let start = Instant::now();
+        assert!(q.take(&mut out, None));
+        assert_eq!(out.len(), 2);
+        // Already queued: no wait, no linger.
+        assert!(start.elapsed() < LINGER * 10);
+    }
+
+    #[test]
+    fn a_due_time_ends_the_wait_without_jobs() {
+        let q = Queue::default();
+        let mut out = VecDeque::new();
+        let due = Instant::now() + Duration::from_millis(20);
+        assert!(q.take(&mut out, Some(due)));
+        assert!(out.is_empty());
+        assert!(Instant::now() >= due);
+    }
+
+    #[test]
+    fn closed_refuses_jobs_and_ends_the_writer_after_the_queued_ones() {
+        let q = Queue::default();
+        q.push(abort(1));
+        q.close();
+        assert!(!q.push(abort(2)));
+        let mut out = VecDeque::new();
+        assert!(q.take(&mut out, None));
+        assert_eq!(ids(&out), vec![1]);
+        out.clear();
+        assert!(!q.take(&mut out, None));
+    }
+
+    #[test]
+    fn close_wakes_an_idle_writer() {
+        let q = Arc::new(Queue::default());
+        let writer = {
+            let q = q.clone();
+            std::thread::spawn(move || q.take(&mut VecDeque::new(), None))
+        };
+        while !q.lock().idle {
+            std::thread::yield_now();
+        }
+        q.close();
+        assert!(!writer.join().unwrap());
+    }
+}

@@ -11,6 +11,7 @@ use smol::Executor;
 use crate::http::{Conn, RequestHead, ResponseHead};
 use crate::k8s::reply;
 use crate::proxy::Context;
+use crate::workers::Workers;
 
 /// What the admin port reports on.
 #[derive(Debug, Clone)]
@@ -19,6 +20,8 @@ pub struct Admin {
     pub ctx: Arc<Context>,
     /// Whether every listener is up.
     pub ready: Arc<AtomicBool>,
+    /// The executors client connections run on.
+    pub workers: Arc<Workers>,
 }
 
 /// Serves the admin port until the task is dropped.
@@ -64,8 +67,26 @@ fn answer(admin: &Admin, head: &RequestHead) -> (u16, &'static str, String) {
         "/metrics" => (
             200,
             "text/plain; version=0.0.4; charset=utf-8",
-            admin.ctx.render_metrics(),
+            metrics(admin),
         ),
         _ => (404, TEXT, "not found\n".to_owned()),
     }
+}
+
+/// The request path's metrics, then the connections per `--workers`
+/// executor.
+fn metrics(admin: &Admin) -> String {
+    use std::fmt::Write;
+    let mut out = admin.ctx.render_metrics();
+    let name = "lite_apiserver_worker_connections";
+    crate::metrics::write_family(
+        &mut out,
+        "gauge",
+        name,
+        "Client connections open, by executor thread (0: the main one).",
+    );
+    for (worker, open) in admin.workers.open().into_iter().enumerate() {
+        let _ = writeln!(out, "{name}{{worker=\"{worker}\"}} {open}");
+    }
+    out
 }

@@ -80,3 +80,4 @@ pub mod server;
 pub mod timeout;
 pub mod tls;
 pub mod upstream;
+pub mod workers;

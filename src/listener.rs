@@ -12,11 +12,12 @@ use std::time::Duration;
 use futures_rustls::TlsAcceptor;
 use smol::future::FutureExt;
 use smol::net::{TcpListener, TcpStream};
-use smol::{Executor, Timer};
+use smol::Timer;
 
 use crate::http::Conn;
 use crate::proxy::Context;
 use crate::tls::TlsMaterial;
+use crate::workers::Workers;
 
 /// A TLS handshake must complete within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,10 +33,13 @@ pub struct Accept {
     pub connections: Arc<AtomicUsize>,
     /// `--max-connections`.
     pub max_connections: usize,
+    /// Where each connection runs (`--workers`).
+    pub workers: Arc<Workers>,
 }
 
-/// Accepts connections on `listener` until the task is dropped.
-pub async fn serve(state: Accept, ex: Arc<Executor<'static>>, listener: TcpListener) {
+/// Accepts connections on `listener` until the task is dropped; each runs
+/// on the executor [`Workers`] picks.
+pub async fn serve(state: Accept, listener: TcpListener) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -56,11 +60,10 @@ pub async fn serve(state: Accept, ex: Arc<Executor<'static>>, listener: TcpListe
             continue;
         };
         let state = state.clone();
-        ex.spawn(async move {
+        state.workers.clone().spawn(async move {
             let _guard = guard;
             serve_one(state, tcp).await;
-        })
-        .detach();
+        });
     }
 }
 

@@ -27,6 +27,7 @@ use crate::proxy::agents::CacheAgents;
 use crate::proxy::Context;
 use crate::tls::TlsMaterial;
 use crate::upstream::Upstream;
+use crate::workers::Workers;
 
 /// How often certificate files are checked for rotation.
 const CERT_POLL: Duration = Duration::from_secs(5);
@@ -100,17 +101,33 @@ pub async fn run(
     };
     let ctx = Arc::new(context(&config, tls.clone(), store));
     let ex = Arc::new(Executor::new());
+    let workers = Arc::new(Workers::start(ex.clone(), config.workers - 1));
+    if workers.count() < config.workers {
+        log::warn!(
+            "only {} of {} --workers threads started",
+            workers.count(),
+            config.workers
+        );
+    }
+    let accept = Accept {
+        ctx: ctx.clone(),
+        tls: tls.clone(),
+        connections: Arc::new(AtomicUsize::new(0)),
+        max_connections: config.max_connections,
+        workers: workers.clone(),
+    };
     let ready = Arc::new(AtomicBool::new(false));
-    let (tasks, bound) = spawn(&ex, &ctx, &tls, &config, listeners, admin, &ready);
+    let (tasks, bound) = spawn(&ex, &ctx, accept, listeners, admin, &ready);
     ready.store(true, Ordering::Release);
     log::info!("serving on {bound:?}");
     on_ready(&bound);
     let mut tasks = tasks;
     tasks.push(ex.spawn(background(ctx.clone(), tls, config)));
 
-    // One executor thread: the benchmark measured extra work-stealing
-    // threads as slower (cross-thread wake-ups) and they cost RSS; file I/O
-    // has its own writer thread and I/O pool.
+    // This thread runs the main executor (the listeners, the background
+    // jobs, the first connections); `--workers` adds threads of their own
+    // for the connections past those (see crate::workers). File I/O has
+    // its own writer thread and I/O pool.
     ex.run(async {
         shutdown.await;
         log::info!("shutting down: flushing the cache");
@@ -122,6 +139,8 @@ pub async fn run(
         ctx.store.close().await;
     })
     .await;
+    workers.stop();
+    drop(workers);
     drop(ex);
     drop(node_address);
     Ok(())
@@ -168,8 +187,7 @@ fn context(config: &Config, tls: Arc<TlsMaterial>, store: FileStore) -> Context 
 fn spawn(
     ex: &Arc<Executor<'static>>,
     ctx: &Arc<Context>,
-    tls: &Arc<TlsMaterial>,
-    config: &Config,
+    accept: Accept,
     listeners: Vec<TcpListener>,
     admin: Option<TcpListener>,
     ready: &Arc<AtomicBool>,
@@ -178,21 +196,16 @@ fn spawn(
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
-    let accept = Accept {
-        ctx: ctx.clone(),
-        tls: tls.clone(),
-        connections: Arc::new(AtomicUsize::new(0)),
-        max_connections: config.max_connections,
-    };
     let mut tasks = Vec::new();
     for listener in listeners {
-        tasks.push(ex.spawn(crate::listener::serve(accept.clone(), ex.clone(), listener)));
+        tasks.push(ex.spawn(crate::listener::serve(accept.clone(), listener)));
     }
     if let Some(listener) = admin {
         bound.extend(listener.local_addr().ok());
         let admin = Admin {
             ctx: ctx.clone(),
             ready: ready.clone(),
+            workers: accept.workers.clone(),
         };
         tasks.push(ex.spawn(crate::admin::serve(admin, ex.clone(), listener)));
     }

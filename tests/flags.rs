@@ -141,6 +141,17 @@ fn bad_flags_exit_2_with_one_line() {
             ],
             "--resume-spread",
         ),
+        (
+            vec![
+                "--server",
+                "https://10.0.0.1:6443",
+                "--ca-file",
+                &ca,
+                "--workers",
+                "0",
+            ],
+            "--workers",
+        ),
     ];
     for (args, flag) in cases {
         let mut all: Vec<&str> = base.to_vec();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// of a lower layer (and its own files).
 const LAYERS: &[&[&str]] = &[
     &[
-        "clock", "pem", "json", "net", "iopool", "netlink", "durable", "timeout",
+        "clock", "pem", "json", "net", "iopool", "netlink", "durable", "timeout", "workers",
     ],
     &["http"],
     &["config"],

@@ -356,3 +356,48 @@ fn connections_beyond_the_cap_are_refused() {
     }
     assert!(s.proxy.log_text().contains("--max-connections"));
 }
+
+#[test]
+fn connections_past_the_first_eight_run_on_the_other_workers() {
+    let mut s = Setup::with(
+        "edges-workers",
+        support::double::Opts::default(),
+        &["--workers", "2"],
+    );
+    let node = s.client(Some(&s.pki.node));
+    let watch = "/api/v1/namespaces/edge/pods?watch=true&timeoutSeconds=30";
+    let mut held: Vec<_> = (0..12)
+        .map(|_| node.open("GET", watch, &[KUBELET], b"").unwrap())
+        .collect();
+    assert!(held.iter().all(|w| w.status == 200));
+    let on = |worker: u32| {
+        s.proxy.metric(&format!(
+            "lite_apiserver_worker_connections{{worker=\"{worker}\"}}"
+        ))
+    };
+    assert_eq!(
+        (on(0), on(1)),
+        (8.0, 4.0),
+        "{}",
+        s.proxy.admin_get("/metrics")
+    );
+    // A request on a connection of the second executor is answered, and
+    // one event reaches every watch, wherever it runs.
+    let r = node.get("/api/v1/namespaces/edge/pods/web-1", &[KUBELET]);
+    assert_eq!(r.status, 200);
+    s.double.apply(
+        "/api/v1",
+        "pods",
+        "edge",
+        "spread",
+        support::world::pod("edge", "spread", "edge-1", 0),
+    );
+    for w in held.iter_mut() {
+        let seen = std::iter::from_fn(|| w.next_line(Duration::from_secs(10)).ok().flatten())
+            .any(|line| line.contains("\"spread\""));
+        assert!(seen, "a watch missed the event");
+    }
+    // A clean stop with connections open on both executors.
+    assert!(s.proxy.stop(), "{}", s.proxy.log_text());
+    drop(held);
+}

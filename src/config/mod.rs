@@ -84,6 +84,9 @@ struct Flags {
     /// new upstream connections per second after a burst of as many; 0 for unpaced [20]
     #[argh(option, default = "20")]
     dial_rate: u32,
+    /// threads serving client connections; the first 8 connections stay on the main one [CPUs, at most 4]
+    #[argh(option)]
+    workers: Option<usize>,
     /// more logging (-v debug, -vv trace); RUST_LOG overrides
     #[argh(switch, short = 'v')]
     verbose: i32,
@@ -170,6 +173,8 @@ pub struct Config {
     pub upstream_idle_timeout: Duration,
     /// New upstream connections per second (0: unpaced).
     pub dial_rate: u32,
+    /// Threads serving client connections (the main one included).
+    pub workers: usize,
     /// 0 info, 1 debug, 2+ trace.
     pub verbosity: u8,
 }
@@ -268,6 +273,7 @@ impl Config {
         let health_interval = seconds("--health-interval", flags.health_interval)?;
         let upstream_timeout = seconds("--upstream-timeout", flags.upstream_timeout)?;
         let max_connections = at_least_one("--max-connections", flags.max_connections)?;
+        let workers = worker_count(flags.workers)?;
         let cache_agents_configmap = configmap_ref(&flags.cache_agents_configmap)?;
         let resume_spread = parse_spread(&flags.resume_spread)?;
         let upstream_idle_timeout = parse_duration(&flags.upstream_idle_timeout)
@@ -296,6 +302,7 @@ impl Config {
             resume_spread,
             upstream_idle_timeout,
             dial_rate: flags.dial_rate,
+            workers,
             verbosity: flags.verbose.clamp(0, 3) as u8,
         })
     }
@@ -379,6 +386,19 @@ fn at_least_one(flag: &'static str, n: usize) -> Result<usize, ConfigError> {
     match n {
         0 => Err(err(flag, "must be at least 1")),
         n => Ok(n),
+    }
+}
+
+/// Most `--workers`.
+pub const MAX_WORKERS: usize = 64;
+
+/// `--workers`, or as many as CPUs up to 4 (beyond that the one I/O
+/// reactor thread is the limit).
+fn worker_count(flag: Option<usize>) -> Result<usize, ConfigError> {
+    match flag {
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get().min(4))),
+        Some(n @ 1..=MAX_WORKERS) => Ok(n),
+        Some(_) => Err(err("--workers", "must be 1 to 64")),
     }
 }
 

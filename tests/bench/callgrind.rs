@@ -52,9 +52,12 @@ fn tool() -> Option<&'static str> {
 
 /// SIGTERM to the children of `pid`.
 fn term_children(pid: u32) {
-    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let list =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     for child in list.split_whitespace() {
-        let _ = std::process::Command::new("kill").args(["-TERM", child]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", child])
+            .status();
     }
     std::thread::sleep(Duration::from_millis(500));
 }

@@ -243,7 +243,9 @@ fn run(s: &Settings) {
     let proxy_cpu = |i: usize| -> f64 {
         match i {
             1 => cpu_secs(lite_pid),
-            2 => nginx.as_ref().map_or(0.0, |n| n.pids().into_iter().map(cpu_secs).sum()),
+            2 => nginx
+                .as_ref()
+                .map_or(0.0, |n| n.pids().into_iter().map(cpu_secs).sum()),
             _ => 0.0,
         }
     };

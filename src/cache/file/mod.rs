@@ -18,8 +18,8 @@
 mod disk;
 mod index;
 pub mod lists;
-pub mod read;
 mod queue;
+pub mod read;
 mod shared;
 pub mod tee;
 pub mod writer;
@@ -43,7 +43,6 @@ use super::stats::StoreStats;
 use crate::k8s::watch::OwnedEvent;
 
 pub use read::{Entry, Miss};
-use queue::Queue;
 use shared::Job;
 use shared::Shared;
 pub use shared::{AnswerKind, TeeSpec};
@@ -101,7 +100,7 @@ impl FileStore {
             .map_err(|e| StoreError::Io(dir.to_owned(), e))?;
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
-            jobs: Queue::default(),
+            jobs: queue::Queue::default(),
             queued: AtomicUsize::new(0),
             batched: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),

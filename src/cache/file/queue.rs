@@ -7,28 +7,44 @@
 //! a sleep and a wake (the bench's proxy CPU per GET). Here a writer woken
 //! from idle first lingers [`LINGER`] so that a busy proxy's answers reach
 //! it in batches: at most one wake-up per `LINGER`, whatever the request
-//! rate. A job someone waits for ([`Job::awaited`]: an offline read's
-//! pending events, a flush, a GC pass, a torn entry) ends the linger at
-//! once.
+//! rate. A job someone waits for ([`Awaited`]: for the writer's jobs, an
+//! offline read's pending events, a flush, a GC pass, a torn entry) ends
+//! the linger at once.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::shared::Job;
-
 /// How long a writer woken from idle waits for more jobs before it works.
 pub const LINGER: Duration = Duration::from_millis(2);
 
+/// A job that someone waits for ends the writer's linger.
+pub(crate) trait Awaited {
+    /// Someone waits for this job's outcome.
+    fn awaited(&self) -> bool;
+}
+
 /// The queue (one writer, many producers).
-#[derive(Default)]
-pub(crate) struct Queue {
-    state: Mutex<State>,
+pub(crate) struct Queue<Job> {
+    state: Mutex<State<Job>>,
     ready: Condvar,
 }
 
-#[derive(Default)]
-struct State {
+impl<Job> Default for Queue<Job> {
+    fn default() -> Self {
+        Queue {
+            state: Mutex::new(State {
+                jobs: VecDeque::new(),
+                closed: false,
+                idle: false,
+                lingering: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+}
+
+struct State<Job> {
     jobs: VecDeque<Job>,
     closed: bool,
     /// The writer waits for a first job.
@@ -37,8 +53,8 @@ struct State {
     lingering: bool,
 }
 
-impl Queue {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<Job: Awaited> Queue<Job> {
+    fn lock(&self) -> MutexGuard<'_, State<Job>> {
         // Every update under the lock is a push, a drain or a flag: a
         // panic elsewhere cannot leave it half done.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -98,7 +114,7 @@ impl Queue {
     }
 
     /// Waits [`LINGER`], or less if an awaited job or the close comes.
-    fn linger<'a>(&'a self, mut s: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    fn linger<'a>(&'a self, mut s: MutexGuard<'a, State<Job>>) -> MutexGuard<'a, State<Job>> {
         let until = Instant::now() + LINGER;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -113,9 +129,9 @@ impl Queue {
 
     fn wait<'a>(
         &'a self,
-        s: MutexGuard<'a, State>,
+        s: MutexGuard<'a, State<Job>>,
         limit: Option<Duration>,
-    ) -> MutexGuard<'a, State> {
+    ) -> MutexGuard<'a, State<Job>> {
         match limit {
             None => self.ready.wait(s).unwrap_or_else(|e| e.into_inner()),
             Some(d) => {
@@ -133,22 +149,26 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// A job: its id, and whether it is awaited.
+    struct Job(u64, bool);
+
+    impl Awaited for Job {
+        fn awaited(&self) -> bool {
+            self.1
+        }
+    }
+
     fn abort(id: u64) -> Job {
-        Job::Abort { id }
+        Job(id, false)
     }
 
     fn ids(jobs: &VecDeque<Job>) -> Vec<u64> {
-        jobs.iter()
-            .map(|j| match j {
-                Job::Abort { id } => *id,
-                _ => 0,
-            })
-            .collect()
+        jobs.iter().map(|j| j.0).collect()
     }
 
     #[test]
     fn jobs_pushed_while_the_writer_lingers_arrive_in_one_batch_in_order() {
-        let q = Arc::new(Queue::default());
+        let q = Arc::new(Queue::<Job>::default());
         let writer = {
             let q = q.clone();
             std::thread::spawn(move || {
@@ -170,10 +190,9 @@ mod tests {
 
     #[test]
     fn an_awaited_job_ends_the_linger() {
-        let q = Arc::new(Queue::default());
+        let q = Arc::new(Queue::<Job>::default());
         q.push(abort(1));
-        let (done, _result) = smol::channel::bounded(1);
-        q.push(Job::Flush { done });
+        q.push(Job(2, true));
         let mut out = VecDeque::new();
         let start = Instant::now();
         assert!(q.take(&mut out, None));
@@ -184,7 +203,7 @@ mod tests {
 
     #[test]
     fn a_due_time_ends_the_wait_without_jobs() {
-        let q = Queue::default();
+        let q = Queue::<Job>::default();
         let mut out = VecDeque::new();
         let due = Instant::now() + Duration::from_millis(20);
         assert!(q.take(&mut out, Some(due)));
@@ -194,7 +213,7 @@ mod tests {
 
     #[test]
     fn closed_refuses_jobs_and_ends_the_writer_after_the_queued_ones() {
-        let q = Queue::default();
+        let q = Queue::<Job>::default();
         q.push(abort(1));
         q.close();
         assert!(!q.push(abort(2)));
@@ -207,7 +226,7 @@ mod tests {
 
     #[test]
     fn close_wakes_an_idle_writer() {
-        let q = Arc::new(Queue::default());
+        let q = Arc::new(Queue::<Job>::default());
         let writer = {
             let q = q.clone();
             std::thread::spawn(move || q.take(&mut VecDeque::new(), None))

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use smol::channel::Sender;
 
-use super::queue::Queue;
+use super::queue::{Awaited, Queue};
 
 use crate::auth::identity::Credential;
 use crate::cache::gc::GcStats;
@@ -54,7 +54,7 @@ pub const MAX_QUEUED: usize = 6 << 20;
 /// What the async side and the writer share.
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
-    pub(crate) jobs: Queue,
+    pub(crate) jobs: Queue<Job>,
     /// Bytes queued (see [`MAX_QUEUED`]).
     pub(crate) queued: AtomicUsize,
     /// Watch events waiting in the writer's batches.
@@ -131,10 +131,10 @@ pub(crate) enum Job {
     RemoveTorn { path: PathBuf, done: Sender<()> },
 }
 
-impl Job {
+impl Awaited for Job {
     /// Someone waits for this job's answer: the writer does not linger
     /// (see [`super::queue`]).
-    pub(crate) fn awaited(&self) -> bool {
+    fn awaited(&self) -> bool {
         matches!(
             self,
             Job::ApplyNow { .. } | Job::Flush { .. } | Job::Gc { .. } | Job::RemoveTorn { .. }

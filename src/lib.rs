@@ -8,7 +8,9 @@
 //! - Leaves: [`clock`] (time, jitter), [`pem`], [`json`] (a zero-copy byte
 //!   scanner), [`net`] (keepalive and `TCP_USER_TIMEOUT` on every socket),
 //!   [`iopool`] (threads for blocking file I/O), [`durable`] (small files
-//!   replaced crash-safely), [`netlink`].
+//!   replaced crash-safely), [`netlink`], [`timeout`] (coarse timeouts
+//!   that cost no system call to arm), [`workers`] (the executor threads
+//!   client connections run on).
 //! - [`http`]: strict HTTP/1.1 on httparse (RFC 9112): heads, framing,
 //!   chunked coding, streaming pumps, Upgrade pass-through.
 //! - [`config`]: flags validated into a [`config::Config`] before any bind.
@@ -32,7 +34,9 @@
 //! - [`server`]: builds everything from the config and runs it.
 //!
 //! ## One GET, online
-//! [`listener`] accepts the TCP connection and runs the TLS handshake;
+//! [`listener`] accepts the TCP connection, hands it to an executor
+//! ([`workers`]: the main one for the first connections) and runs the TLS
+//! handshake;
 //! `proxy::conn` reads the head with [`http`] (strictly: a framing doubt
 //! is a 400 and a closed connection), classifies it with `k8s::request`
 //! (verb, resource, certainty), and names the caller with `auth`

@@ -101,14 +101,7 @@ pub async fn run(
     };
     let ctx = Arc::new(context(&config, tls.clone(), store));
     let ex = Arc::new(Executor::new());
-    let workers = Arc::new(Workers::start(ex.clone(), config.workers - 1));
-    if workers.count() < config.workers {
-        log::warn!(
-            "only {} of {} --workers threads started",
-            workers.count(),
-            config.workers
-        );
-    }
+    let workers = start_workers(&ex, config.workers);
     let accept = Accept {
         ctx: ctx.clone(),
         tls: tls.clone(),
@@ -144,6 +137,19 @@ pub async fn run(
     drop(ex);
     drop(node_address);
     Ok(())
+}
+
+/// The executors for client connections: `ex` (run by this thread) and
+/// `count - 1` threads.
+fn start_workers(ex: &Arc<Executor<'static>>, count: usize) -> Arc<Workers> {
+    let workers = Workers::start(ex.clone(), count.saturating_sub(1));
+    if workers.count() < count {
+        log::warn!(
+            "only {} of {count} --workers threads started",
+            workers.count()
+        );
+    }
+    Arc::new(workers)
 }
 
 /// `--listen`, then `--incluster-address` (unless also a `--listen`): the

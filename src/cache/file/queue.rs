@@ -6,8 +6,8 @@
 //! every job, so each cached GET cost the proxy a wake-up and the writer
 //! a sleep and a wake (the bench's proxy CPU per GET). Here a writer woken
 //! from idle first lingers [`LINGER`] so that a busy proxy's answers reach
-//! it in batches: at most one wake-up per `LINGER`, whatever the request
-//! rate. A job someone waits for ([`Awaited`]: for the writer's jobs, an
+//! it in batches: at most one wake-up per `LINGER` (or per
+//! [`LINGER_JOBS`] jobs), whatever the request rate. A job someone waits for ([`Awaited`]: for the writer's jobs, an
 //! offline read's pending events, a flush, a GC pass, a torn entry) ends
 //! the linger at once.
 
@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 /// How long a writer woken from idle waits for more jobs before it works.
 pub const LINGER: Duration = Duration::from_millis(2);
+/// A linger also ends once this many jobs wait: a large body streaming in
+/// (64 KiB pieces) does not pile up in memory meanwhile.
+pub const LINGER_JOBS: usize = 16;
 
 /// A job that someone waits for ends the writer's linger.
 pub(crate) trait Awaited {
@@ -28,11 +31,14 @@ pub(crate) trait Awaited {
 pub(crate) struct Queue<Job> {
     state: Mutex<State<Job>>,
     ready: Condvar,
+    /// [`LINGER`] (longer in tests).
+    linger: Duration,
 }
 
 impl<Job> Default for Queue<Job> {
     fn default() -> Self {
         Queue {
+            linger: LINGER,
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
                 closed: false,
@@ -66,7 +72,7 @@ impl<Job: Awaited> Queue<Job> {
         if s.closed {
             return false;
         }
-        let wake = s.idle || (s.lingering && job.awaited());
+        let wake = s.idle || (s.lingering && (job.awaited() || s.jobs.len() + 1 >= LINGER_JOBS));
         if wake {
             s.idle = false;
             s.lingering = false;
@@ -113,12 +119,17 @@ impl<Job: Awaited> Queue<Job> {
         !(s.closed && out.is_empty())
     }
 
-    /// Waits [`LINGER`], or less if an awaited job or the close comes.
+    /// Waits [`LINGER`], or less if an awaited job, a full batch or the
+    /// close comes.
     fn linger<'a>(&'a self, mut s: MutexGuard<'a, State<Job>>) -> MutexGuard<'a, State<Job>> {
-        let until = Instant::now() + LINGER;
+        let until = Instant::now() + self.linger;
         loop {
             let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() || s.closed || s.jobs.iter().any(Job::awaited) {
+            if left.is_zero()
+                || s.closed
+                || s.jobs.len() >= LINGER_JOBS
+                || s.jobs.iter().any(Job::awaited)
+            {
                 s.lingering = false;
                 return s;
             }
@@ -190,15 +201,61 @@ mod tests {
 
     #[test]
     fn an_awaited_job_ends_the_linger() {
-        let q = Arc::new(Queue::<Job>::default());
+        let q = Arc::new(Queue::<Job> {
+            linger: Duration::from_secs(60),
+            ..Queue::default()
+        });
+        let writer = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut out = VecDeque::new();
+                q.take(&mut out, None);
+                ids(&out)
+            })
+        };
+        while !q.lock().idle {
+            std::thread::yield_now();
+        }
         q.push(abort(1));
-        q.push(Job(2, true));
-        let mut out = VecDeque::new();
+        while !q.lock().lingering {
+            std::thread::yield_now();
+        }
         let start = Instant::now();
-        assert!(q.take(&mut out, None));
-        assert_eq!(out.len(), 2);
-        // Already queued: no wait, no linger.
-        assert!(start.elapsed() < LINGER * 10);
+        q.push(Job(2, true));
+        assert_eq!(writer.join().unwrap(), vec![1, 2]);
+        assert!(start.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_full_batch_ends_the_linger() {
+        let q = Arc::new(Queue::<Job> {
+            linger: Duration::from_secs(60),
+            ..Queue::default()
+        });
+        let writer = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut out = VecDeque::new();
+                q.take(&mut out, None);
+                out.len()
+            })
+        };
+        while !q.lock().idle {
+            std::thread::yield_now();
+        }
+        q.push(abort(0));
+        // Wait until it lingers, then fill the batch.
+        while !q.lock().lingering {
+            std::thread::yield_now();
+        }
+        for id in 1..LINGER_JOBS as u64 {
+            q.push(abort(id));
+        }
+        // Ended by the batch, long before the 60 s linger.
+        let start = Instant::now();
+        let took = writer.join().unwrap();
+        assert_eq!(took, LINGER_JOBS);
+        assert!(start.elapsed() < Duration::from_secs(30));
     }
 
     #[test]

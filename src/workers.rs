@@ -87,7 +87,7 @@ impl Workers {
             .collect()
     }
 
-    /// Runs one connection's future on the executor [`Workers::pick`]
+    /// Runs one connection's future on the executor `Workers::pick`
     /// chooses, counted there until it ends.
     pub fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static) {
         let worker = self.pick();

@@ -32,7 +32,9 @@ struct Worker {
 
 /// The executors connections run on.
 pub struct Workers {
-    all: Vec<Worker>,
+    /// Emptied by [`Workers::stop`], which drops the executors and with
+    /// them every connection still on them.
+    all: Mutex<Vec<Worker>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Closed to stop the extra threads.
     stop: channel::Sender<()>,
@@ -68,20 +70,25 @@ impl Workers {
             }
         }
         Workers {
-            all,
+            all: Mutex::new(all),
             threads: Mutex::new(threads),
             stop,
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Worker>> {
+        // Pushes and takes only: a panic elsewhere leaves it whole.
+        self.all.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Executors running (the main one included).
     pub fn count(&self) -> usize {
-        self.all.len()
+        self.lock().len()
     }
 
     /// Open connections on each executor, the main one first.
     pub fn open(&self) -> Vec<usize> {
-        self.all
+        self.lock()
             .iter()
             .map(|w| w.open.load(Ordering::Relaxed))
             .collect()
@@ -89,41 +96,47 @@ impl Workers {
 
     /// Runs one connection's future on the executor `Workers::pick`
     /// chooses, counted there until it ends.
+    /// After [`Workers::stop`] the connection is dropped (closed).
     pub fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static) {
-        let worker = self.pick();
-        let open = worker.open.clone();
+        let Some((ex, open)) = self.pick() else {
+            return;
+        };
         open.fetch_add(1, Ordering::AcqRel);
         let guard = Open(open);
-        worker
-            .ex
-            .spawn(async move {
-                let _guard = guard;
-                connection.await;
-            })
-            .detach();
+        ex.spawn(async move {
+            let _guard = guard;
+            connection.await;
+        })
+        .detach();
     }
 
     /// The main executor while it runs fewer than [`SPREAD_AFTER`]
     /// connections, else the one with the fewest (the main one on a tie).
-    fn pick(&self) -> &Worker {
-        let main = &self.all[0];
-        if main.open.load(Ordering::Acquire) < SPREAD_AFTER {
-            return main;
-        }
-        self.all
-            .iter()
-            .min_by_key(|w| w.open.load(Ordering::Acquire))
-            .unwrap_or(main)
+    fn pick(&self) -> Option<(Arc<Executor<'static>>, Arc<AtomicUsize>)> {
+        let all = self.lock();
+        let main = all.first()?;
+        let chosen = if main.open.load(Ordering::Acquire) < SPREAD_AFTER {
+            main
+        } else {
+            all.iter()
+                .min_by_key(|w| w.open.load(Ordering::Acquire))
+                .unwrap_or(main)
+        };
+        Some((chosen.ex.clone(), chosen.open.clone()))
     }
 
-    /// Ends the extra threads; the connections they ran are dropped
-    /// (closed) with their executors.
+    /// Ends the extra threads, then drops every executor's share here:
+    /// the connections on the extra ones are dropped (closed) at once,
+    /// those on the main one when its owner drops it. (A connection's
+    /// future may hold these `Workers`: emptying them breaks that cycle.)
     pub fn stop(&self) {
         self.stop.close();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
             let _ = t.join();
         }
+        let all = std::mem::take(&mut *self.lock());
+        drop(all);
     }
 }
 
@@ -175,14 +188,10 @@ mod tests {
         // The first 8 on main, the next ones to the least loaded: the
         // other executor, until it runs as many.
         assert_eq!(elsewhere, 4, "{names:?}");
-        assert_eq!(workers.all[0].open.load(Ordering::Acquire), SPREAD_AFTER);
+        assert_eq!(workers.open(), vec![SPREAD_AFTER, 4]);
         release.close();
         smol::block_on(main.run(async {
-            while workers
-                .all
-                .iter()
-                .any(|w| w.open.load(Ordering::Acquire) > 0)
-            {
+            while workers.open().iter().any(|&n| n > 0) {
                 smol::Timer::after(Duration::from_millis(5)).await;
             }
         }));
@@ -199,15 +208,20 @@ mod tests {
                 let _ = self.0.try_send(());
             }
         }
+        let workers = Arc::new(workers);
         let (dropped, seen) = channel::unbounded();
         for _ in 0..SPREAD_AFTER * 3 {
-            let d = Dropped(dropped.clone());
+            // Each holds the Workers, as a connection's accept state does.
+            let (d, held) = (Dropped(dropped.clone()), workers.clone());
             workers.spawn(async move {
                 let _d = d;
+                let _held = held;
                 smol::future::pending::<()>().await;
             });
         }
         workers.stop();
+        assert_eq!(workers.count(), 0);
+        workers.spawn(async {}); // after stop: dropped, no panic
         drop(workers);
         drop(main);
         let mut n = 0;

@@ -59,10 +59,10 @@ pub async fn serve(state: Accept, listener: TcpListener) {
             drop(tcp);
             continue;
         };
-        let state = state.clone();
-        state.workers.clone().spawn(async move {
+        let connection = state.clone();
+        state.workers.spawn(async move {
             let _guard = guard;
-            serve_one(state, tcp).await;
+            serve_one(connection, tcp).await;
         });
     }
 }

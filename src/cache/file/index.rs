@@ -93,27 +93,19 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    /// Whether `dest` was seen to exist within the last second; if not,
-    /// the caller looks (at most once a second per entry, however many
+    /// The header and body hash remembered for `dest`, and whether the
+    /// file was seen to exist within the last second. If it was not, the
+    /// caller looks (so at most once a second per entry, however many
     /// GETs re-read it) and this counts as seen now.
-    pub(crate) fn seen_lately(&self, dest: &Path) -> bool {
+    pub(crate) fn get(&self, dest: &Path) -> Option<(Arc<EntryMeta>, Option<u64>, bool)> {
         let mut known = self.known.borrow_mut();
-        let Some(k) = known.get_mut(dest.as_os_str()) else {
-            return false;
-        };
+        let k = known.get_mut(dest.as_os_str())?;
         let now = Instant::now();
-        if now.duration_since(k.seen) < SEEN_FOR {
-            return true;
+        let seen_lately = now.duration_since(k.seen) < SEEN_FOR;
+        if !seen_lately {
+            k.seen = now;
         }
-        k.seen = now;
-        false
-    }
-
-    /// The header and body hash remembered for `dest`.
-    pub(crate) fn get(&self, dest: &Path) -> Option<(Arc<EntryMeta>, Option<u64>)> {
-        let known = self.known.borrow();
-        let k = known.get(dest.as_os_str())?;
-        Some((k.meta.clone(), k.hash))
+        Some((k.meta.clone(), k.hash, seen_lately))
     }
 
     /// Remembers `dest`'s header (its body hash unknown yet).

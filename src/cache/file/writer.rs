@@ -114,8 +114,7 @@ impl<F: Fs> Writer<F> {
     pub(crate) fn run(mut self) {
         let mut batch = VecDeque::new();
         loop {
-            let shared = self.shared.clone();
-            let more = shared.jobs.take(&mut batch, self.next_due());
+            let more = self.shared.jobs.take(&mut batch, self.next_due());
             for job in batch.drain(..) {
                 self.handle(job);
             }
@@ -463,12 +462,12 @@ impl<F: Fs> Writer<F> {
 
     /// [`Writer::known_meta`] with the body's hash, if known.
     fn known_entry(&self, dest: &Path) -> Option<(Arc<EntryMeta>, Option<u64>)> {
-        if let Some(known) = self.index.get(dest) {
+        if let Some((meta, hash, seen_lately)) = self.index.get(dest) {
             // A stat (at most one a second) keeps the index honest if the
             // file went away behind our back (an operator cleaning the
             // cache).
-            if self.index.seen_lately(dest) || std::fs::symlink_metadata(dest).is_ok() {
-                return Some(known);
+            if seen_lately || std::fs::symlink_metadata(dest).is_ok() {
+                return Some((meta, hash));
             }
         }
         let mut file = self.fs.open(dest).ok()?;

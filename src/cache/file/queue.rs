@@ -177,83 +177,71 @@ mod tests {
         jobs.iter().map(|j| j.0).collect()
     }
 
-    #[test]
-    fn jobs_pushed_while_the_writer_lingers_arrive_in_one_batch_in_order() {
-        let q = Arc::new(Queue::<Job>::default());
+    /// A queue whose linger is `linger`.
+    fn lingering_for(linger: Duration) -> Arc<Queue<Job>> {
+        Arc::new(Queue::<Job> {
+            linger,
+            ..Queue::default()
+        })
+    }
+
+    /// A writer thread that takes once, started and waited for until it
+    /// is idle; it returns what `take` returned and the ids it took.
+    fn idle_writer(q: &Arc<Queue<Job>>) -> std::thread::JoinHandle<(bool, Vec<u64>)> {
         let writer = {
             let q = q.clone();
             std::thread::spawn(move || {
                 let mut out = VecDeque::new();
-                q.take(&mut out, None);
-                out
+                let more = q.take(&mut out, None);
+                (more, ids(&out))
             })
         };
-        // Let the writer go idle, then push a burst.
-        while !q.lock().idle {
+        until(q, |s| s.idle);
+        writer
+    }
+
+    fn until(q: &Queue<Job>, state: impl Fn(&State<Job>) -> bool) {
+        while !state(&q.lock()) {
             std::thread::yield_now();
         }
+    }
+
+    #[test]
+    fn jobs_pushed_while_the_writer_lingers_arrive_in_one_batch_in_order() {
+        let q = Arc::new(Queue::<Job>::default());
+        let writer = idle_writer(&q);
         for id in 1..=50 {
             assert!(q.push(abort(id)));
         }
-        let got = writer.join().unwrap();
-        assert_eq!(ids(&got), (1..=50).collect::<Vec<_>>());
+        let (_, got) = writer.join().unwrap();
+        assert_eq!(got, (1..=50).collect::<Vec<_>>());
     }
 
     #[test]
     fn an_awaited_job_ends_the_linger() {
-        let q = Arc::new(Queue::<Job> {
-            linger: Duration::from_secs(60),
-            ..Queue::default()
-        });
-        let writer = {
-            let q = q.clone();
-            std::thread::spawn(move || {
-                let mut out = VecDeque::new();
-                q.take(&mut out, None);
-                ids(&out)
-            })
-        };
-        while !q.lock().idle {
-            std::thread::yield_now();
-        }
+        let q = lingering_for(Duration::from_secs(60));
+        let writer = idle_writer(&q);
         q.push(abort(1));
-        while !q.lock().lingering {
-            std::thread::yield_now();
-        }
+        until(&q, |s| s.lingering);
         let start = Instant::now();
         q.push(Job(2, true));
-        assert_eq!(writer.join().unwrap(), vec![1, 2]);
+        assert_eq!(writer.join().unwrap().1, vec![1, 2]);
         assert!(start.elapsed() < Duration::from_secs(30));
     }
 
     #[test]
     fn a_full_batch_ends_the_linger() {
-        let q = Arc::new(Queue::<Job> {
-            linger: Duration::from_secs(60),
-            ..Queue::default()
-        });
-        let writer = {
-            let q = q.clone();
-            std::thread::spawn(move || {
-                let mut out = VecDeque::new();
-                q.take(&mut out, None);
-                out.len()
-            })
-        };
-        while !q.lock().idle {
-            std::thread::yield_now();
-        }
+        let q = lingering_for(Duration::from_secs(60));
+        let writer = idle_writer(&q);
         q.push(abort(0));
         // Wait until it lingers, then fill the batch.
-        while !q.lock().lingering {
-            std::thread::yield_now();
-        }
+        until(&q, |s| s.lingering);
         for id in 1..LINGER_JOBS as u64 {
             q.push(abort(id));
         }
         // Ended by the batch, long before the 60 s linger.
         let start = Instant::now();
-        let took = writer.join().unwrap();
+        let took = writer.join().unwrap().1.len();
         assert_eq!(took, LINGER_JOBS);
         assert!(start.elapsed() < Duration::from_secs(30));
     }
@@ -284,14 +272,8 @@ mod tests {
     #[test]
     fn close_wakes_an_idle_writer() {
         let q = Arc::new(Queue::<Job>::default());
-        let writer = {
-            let q = q.clone();
-            std::thread::spawn(move || q.take(&mut VecDeque::new(), None))
-        };
-        while !q.lock().idle {
-            std::thread::yield_now();
-        }
+        let writer = idle_writer(&q);
         q.close();
-        assert!(!writer.join().unwrap());
+        assert!(!writer.join().unwrap().0);
     }
 }
